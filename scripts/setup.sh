@@ -2,13 +2,15 @@
 # Installs what the project needs on Debian bookworm, if missing, and builds the workspace.
 # Idempotent: a second run installs nothing and only checks the build is current.
 #   etcd-server, etcd-client, zookeeper, postgresql-15  real servers the tests start
-#   patroni                                             patronictl, the compatibility client
+#   patroni, python3-kazoo                              patronictl, the compatibility client
+#                                                       (kazoo: Patroni's ZooKeeper client)
 #   protobuf-compiler                                   protoc, which etcd-client's build needs
 #   iproute2, nftables                                  network namespaces for the chaos tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(etcd-server etcd-client zookeeper postgresql-15 patroni protobuf-compiler iproute2 nftables)
+packages=(etcd-server etcd-client zookeeper postgresql-15 patroni python3-kazoo protobuf-compiler
+    iproute2 nftables)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
