@@ -220,10 +220,10 @@ mod tests {
     }
 
     #[test]
-    fn objects_are_compact() {
+    fn objects_are_compact_and_keep_their_key_order() {
         assert_eq!(
             to_string(&json!({"b": [1, null], "a": {"x": true}})),
-            r#"{"a":{"x":true},"b":[1,null]}"#
+            r#"{"b":[1,null],"a":{"x":true}}"#
         );
     }
 }

@@ -43,7 +43,7 @@
 //! Patroni compares value *strings* to decide "changed" (the etcd3 watch wakes the HA loop
 //! only when `leader`, `status` or `config` text changes), so matching its text avoids
 //! spurious wakeups. Objects kept as a `serde_json::Map` (config, tags, unknown member
-//! fields) come out with keys sorted, since insertion order is not kept.
+//! fields) come out in the key order they were read or built in (`preserve_order`).
 
 mod json;
 mod lenient;

@@ -107,13 +107,13 @@ fn checkpoint_after_promote_follows_patroni() {
 }
 
 #[test]
-fn member_unknown_fields_are_kept_and_written_after_the_known_ones() {
+fn member_unknown_fields_are_kept_in_order_and_written_after_the_known_ones() {
     let raw = r#"{"pending_restart":true,"proxy_url":"postgres://proxy:6432/postgres","role":"replica","pending_restart_reason":{"max_connections":{"old_value":"100","new_value":"101"}},"conn_url":"postgres://h:5432/postgres"}"#;
     let data = MemberData::parse(raw.as_bytes());
     assert_eq!(data.extra.len(), 3);
     assert_eq!(
         data.to_json(),
-        r#"{"conn_url":"postgres://h:5432/postgres","role":"replica","pending_restart":true,"pending_restart_reason":{"max_connections":{"new_value":"101","old_value":"100"}},"proxy_url":"postgres://proxy:6432/postgres"}"#
+        r#"{"conn_url":"postgres://h:5432/postgres","role":"replica","pending_restart":true,"proxy_url":"postgres://proxy:6432/postgres","pending_restart_reason":{"max_connections":{"old_value":"100","new_value":"101"}}}"#
     );
     assert_eq!(MemberData::parse(data.to_json().as_bytes()), data);
 }

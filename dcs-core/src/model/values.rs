@@ -97,7 +97,7 @@ impl Initialize {
 /// integer and keeps the previous one; a single value cannot do that, so such a setting
 /// reads as its default (with a warning from [`ClusterConfig::parse`]).
 ///
-/// **Writing:** [`ClusterConfig::to_json`], compact, keys in sorted order.
+/// **Writing:** [`ClusterConfig::to_json`], compact, keys in the order they were read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterConfig {
     /// The JSON object; empty when the stored value was not an object.
@@ -158,7 +158,7 @@ impl ClusterConfig {
         }
     }
 
-    /// Compact JSON of `data` (keys sorted).
+    /// Compact JSON of `data`, keys in their order.
     #[must_use]
     pub fn to_json(&self) -> String {
         let mut out = String::new();
