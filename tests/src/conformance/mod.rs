@@ -349,7 +349,10 @@ pub async fn stale_lease_cannot_release_or_renew(backend: &dyn Backend) {
     other.delete_cluster().await.expect("delete_cluster");
     let again = acquire(member.as_ref()).await;
     assert!(again.token() > current.token());
-    assert_lease_lost(member.renew_leader(&current).await, "renew of a deleted holding");
+    assert_lease_lost(
+        member.renew_leader(&current).await,
+        "renew of a deleted holding",
+    );
     assert_lease_lost(
         member.release_leader(current).await,
         "release of a deleted holding",
@@ -367,8 +370,12 @@ pub async fn expired_lease_can_be_taken_over_after_ttl_and_not_before(backend: &
     let (dead, waiting) = pair(backend, &scope).await;
     let lease = acquire(dead.as_ref()).await;
     let ttl = backend.timing().ttl();
-    let (_won, attempt) =
-        acquire_when_free(waiting.as_ref(), ttl / 200, ttl * 2 + backend.expiry_slack()).await;
+    let (_won, attempt) = acquire_when_free(
+        waiting.as_ref(),
+        ttl / 200,
+        ttl * 2 + backend.expiry_slack(),
+    )
+    .await;
     assert!(
         attempt >= lease.valid_until(),
         "the lock was taken {:?} before the holder's lease expired",
