@@ -515,7 +515,8 @@ async fn cas_rejects_stale_and_accepts_current(
     assert_eq!(read(&snapshot(a.as_ref()).await), None);
 }
 
-/// See [`cas_rejects_stale_and_accepts_current`], on `config`.
+/// `config`: create-only refuses an existing key; compare-and-set refuses a stale version
+/// and changes nothing, accepts the current one; each returned version is the one read back.
 pub async fn cas_on_config_rejects_a_stale_version_and_accepts_the_current_one(
     backend: &dyn Backend,
 ) {
@@ -530,7 +531,8 @@ pub async fn cas_on_config_rejects_a_stale_version_and_accepts_the_current_one(
     .await;
 }
 
-/// See [`cas_rejects_stale_and_accepts_current`], on `failover`.
+/// `failover`: create-only refuses an existing key; compare-and-set refuses a stale version
+/// and changes nothing, accepts the current one; each returned version is the one read back.
 pub async fn cas_on_failover_rejects_a_stale_version_and_accepts_the_current_one(
     backend: &dyn Backend,
 ) {
@@ -545,7 +547,8 @@ pub async fn cas_on_failover_rejects_a_stale_version_and_accepts_the_current_one
     .await;
 }
 
-/// See [`cas_rejects_stale_and_accepts_current`], on `sync`.
+/// `sync`: create-only refuses an existing key; compare-and-set refuses a stale version
+/// and changes nothing, accepts the current one; each returned version is the one read back.
 pub async fn cas_on_sync_rejects_a_stale_version_and_accepts_the_current_one(
     backend: &dyn Backend,
 ) {
