@@ -27,7 +27,9 @@ use crate::model::{
 /// - **Exclusive lock.** [`try_acquire_leader`](Dcs::try_acquire_leader) creates the
 ///   `leader` key only if it is absent, atomically. No method ever overwrites a leader key
 ///   held by someone else, or writes it unconditionally. Losing the race is a value,
-///   [`Acquire::HeldBy`], not an error.
+///   [`Acquire::HeldBy`], not an error. (A key bound to the caller's own current lease
+///   or session is the caller's own: it is adopted, see
+///   [`try_acquire_leader`](Dcs::try_acquire_leader).)
 /// - **Fencing.** Every [`LeaderLease`] carries a [`FencingToken`] that is strictly greater
 ///   than the token of every earlier holding of the same scope.
 /// - **Renewal is a compare-and-set on ownership.** [`renew_leader`](Dcs::renew_leader)
@@ -103,7 +105,13 @@ pub trait Dcs: Send + Sync + fmt::Debug {
 
     /// Creates the `leader` key with this member's name, bound to this client's TTL, if and
     /// only if it is absent. Returns the holder instead when it is present, even when the
-    /// holder is this member under an earlier lease (which must expire first).
+    /// holder is this member under an earlier lease or session (which must expire first).
+    ///
+    /// One case is adopted rather than refused: a key holding this member's name *bound to
+    /// this client's current lease or session*. Only this client can have written it — an
+    /// earlier acquire whose answer was lost — and refusing it would leave a lock that
+    /// nobody renews yet this client's own member key keeps alive. It is returned as
+    /// [`Acquire::Won`] with that holding's token.
     async fn try_acquire_leader(&self) -> Result<Acquire>;
 
     /// Extends the lease, returning it with a new [`LeaderLease::valid_until`]. Fails with

@@ -268,7 +268,20 @@ impl Dcs for MemoryDcs {
         let sent_at = Instant::now();
         let mut state = self.store.lock(sent_at);
         if let Some(holder) = self.leader_entry(&state) {
-            return Ok(Acquire::HeldBy(holder));
+            let ours = self.live_session(&state).map(|id| id.to_string());
+            if holder.name != self.options.name() || holder.owner.is_none() || holder.owner != ours
+            {
+                return Ok(Acquire::HeldBy(holder));
+            }
+            // Our own key under our live session: adopt it (see the trait docs).
+            self.keep_alive(&mut state, sent_at);
+            return Ok(Acquire::Won(LeaderLease::new(
+                holder.name,
+                holder.token,
+                holder.version,
+                ours.unwrap_or_default(),
+                sent_at + self.ttl(),
+            )));
         }
         let session = self.keep_alive(&mut state, sent_at);
         let revision = state.bump();
