@@ -10,7 +10,9 @@
 //! No property asserts how long something took, only what the store shows before and
 //! after the instants the contract names (a lease's deadline, a ttl).
 
+mod etcd;
 mod memory;
+mod zookeeper;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +30,9 @@ use dcs_core::{
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
+pub use etcd::EtcdBackend;
 pub use memory::MemoryBackend;
+pub use zookeeper::ZooKeeperBackend;
 
 /// A store under test, as the suite needs it: clients, and raw writes of a foreign writer.
 #[async_trait]
@@ -75,6 +79,7 @@ macro_rules! conformance_suite {
                 lease_validity_runs_from_the_send_time,
                 renew_after_takeover_fails_with_lease_lost,
                 release_makes_the_lock_immediately_acquirable,
+                acquiring_again_under_the_same_lease_returns_the_same_holding,
                 stale_lease_cannot_release_or_renew,
                 expired_lease_can_be_taken_over_after_ttl_and_not_before,
                 fencing_token_increases_across_holders,
@@ -315,6 +320,31 @@ pub async fn release_makes_the_lock_immediately_acquirable(backend: &dyn Backend
         "won before the released lease would have expired"
     );
     assert_eq!(leader_name(&snapshot(first.as_ref()).await), Some("pg1"));
+}
+
+/// The holder asking again (as after an acquire whose answer was lost) gets its own
+/// holding back, with the same token; it renews, and a second member still cannot win.
+pub async fn acquiring_again_under_the_same_lease_returns_the_same_holding(backend: &dyn Backend) {
+    let scope = unique_scope("adopt");
+    let (holder, other) = pair(backend, &scope).await;
+    let first = acquire(holder.as_ref()).await;
+    let again = acquire(holder.as_ref()).await;
+    assert_eq!(
+        again.token(),
+        first.token(),
+        "the same holding, not a new one"
+    );
+    assert!(again.valid_until() >= first.valid_until());
+    assert!(matches!(
+        other.try_acquire_leader().await.expect("acquire"),
+        Acquire::HeldBy(l) if l.name == "pg0" && l.token == first.token()
+    ));
+    let renewed = holder
+        .renew_leader(&again)
+        .await
+        .expect("renew the adopted holding");
+    holder.release_leader(renewed).await.expect("release");
+    let _theirs = acquire(other.as_ref()).await;
 }
 
 /// A lease of an earlier holding — even one of the same member, even under the same
