@@ -109,7 +109,11 @@ impl Bench {
                 .expect("name")
                 .with_timing(Timing::default());
             let config = ZooKeeperConfig::new(server.hosts());
-            async move { ZooKeeperDcs::new(config, options).await.expect("client") }
+            async move {
+                ZooKeeperDcs::connect(&config, options)
+                    .await
+                    .expect("client")
+            }
         };
         let acquirer = client("bench-acquire").await;
         let holder = client("bench-renew").await;

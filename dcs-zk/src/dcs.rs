@@ -87,11 +87,11 @@ impl ZooKeeperDcs {
     ///
     /// Reads the TLS files named in `config` now; connects lazily, on the first call, so a
     /// client can be built while ZooKeeper is down.
-    pub async fn new(config: ZooKeeperConfig, options: ClientOptions) -> Result<Self> {
+    pub async fn connect(config: &ZooKeeperConfig, options: ClientOptions) -> Result<Self> {
         config.check()?;
         let mut connector = Client::connector();
         if config.use_ssl {
-            connector = connector.with_tls(tls_options(&config).await?);
+            connector = connector.with_tls(tls_options(config).await?);
         }
         for (scheme, credential) in &config.auth_data {
             connector = connector.with_auth(scheme, credential.as_bytes());
@@ -131,10 +131,10 @@ impl ZooKeeperDcs {
     }
 
     /// Ends this client's session now, if it has one: the server deletes its leader and
-    /// member nodes at once, so another member can take over without waiting for ttl. The
-    /// next call opens a new session. Dropping the client does *not* do this (it behaves
-    /// like a dead process: the session expires after its timeout).
-    pub async fn close(&self) -> Result<()> {
+    /// member nodes at once, so another member can take over without waiting for ttl.
+    /// Dropping the client does *not* do this (it behaves like a dead process: the session
+    /// expires after its timeout).
+    pub async fn close(self) -> Result<()> {
         let session = self.session.lock().await.take();
         match session {
             None => Ok(()),

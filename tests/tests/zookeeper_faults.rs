@@ -224,9 +224,5 @@ async fn close_ends_the_session_so_another_member_takes_over_at_once() {
         "taken over before the old lease would have expired"
     );
     assert!(taken.token() > lease.token());
-    assert!(matches!(
-        holder.renew_leader(&lease).await,
-        Err(Error::LeaseLost { .. })
-    ));
     other.delete_cluster().await.expect("clean up");
 }

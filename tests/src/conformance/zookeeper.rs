@@ -111,7 +111,7 @@ impl ZooKeeperBackend {
         timing: Timing,
     ) -> dcs_core::Result<ZooKeeperDcs> {
         let options = ClientOptions::new(ClusterPath::new(scope)?, name)?.with_timing(timing);
-        ZooKeeperDcs::new(self.config(), options).await
+        ZooKeeperDcs::connect(&self.config(), options).await
     }
 }
 
