@@ -1,7 +1,7 @@
 //! Leader election demo: three contenders elect a leader on a chosen backend, the leader
 //! is killed, another takes over, and the fencing tokens of every holding are printed.
 //!
-//! `cargo run -p dcs-tests --bin election -- [--backend memory] [--ttl SECONDS] [--kills N]`
+//! `cargo run -p dcs-tests --bin election -- [--backend NAME] [--ttl SECONDS] [--kills N]`
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,38 +9,106 @@ use std::sync::Arc;
 use dcs_core::{
     Acquire, ClientOptions, ClusterPath, Dcs, Error, LeaderLease, MemberData, MemoryStore, Timing,
 };
+use dcs_etcd::{EtcdConfig, EtcdDcs};
+use dcs_tests::fixtures::etcd::EtcdServer;
+use dcs_tests::fixtures::zookeeper::ZooKeeperServer;
+use dcs_zk::{ZooKeeperConfig, ZooKeeperDcs};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
 const USAGE: &str = "\
-usage: election [--backend memory] [--ttl SECONDS] [--kills N]
+usage: election [--backend memory|etcd|zookeeper] [--ttl SECONDS] [--kills N]
 
 Three contenders (pg0, pg1, pg2) race for the leader lock of cluster `demo`. The holder
 renews every loop_wait; the demo kills it N times (default 2) without a release, as kill -9
 would, and the others take over once its lease has expired. Fencing tokens only grow.
 
-  --backend  memory (default). etcd, zookeeper, consul and kubernetes are not implemented yet.
+  --backend  etcd (default: starts a real single-member etcd on a free loopback port),
+             zookeeper (starts a real standalone ZooKeeper) or memory (an in-process
+             store). consul and kubernetes are not implemented yet.
   --ttl      lease ttl in seconds (default 3); loop_wait and retry_timeout are ttl/3.
   --kills    how many leaders to kill (default 2).";
 
+/// The store the contenders share.
+enum Store {
+    Memory(MemoryStore),
+    // The servers are held so they run until the demo ends.
+    Etcd(EtcdServer, EtcdConfig),
+    ZooKeeper(ZooKeeperServer, ZooKeeperConfig),
+}
+
+impl Store {
+    async fn start(backend: &str) -> Result<Self, String> {
+        match backend {
+            "memory" => Ok(Self::Memory(MemoryStore::new())),
+            "etcd" => {
+                let server = EtcdServer::start()
+                    .await
+                    .map_err(|e| format!("cannot start etcd: {e}"))?;
+                let config = EtcdConfig::from_url(&format!(
+                    "etcd://{}",
+                    server.endpoints().join(",").replace("http://", "")
+                ))
+                .map_err(|e| e.to_string())?;
+                Ok(Self::Etcd(server, config))
+            }
+            "zookeeper" => {
+                let server = ZooKeeperServer::start()
+                    .await
+                    .map_err(|e| format!("cannot start ZooKeeper: {e}"))?;
+                let config = ZooKeeperConfig::new(server.hosts());
+                Ok(Self::ZooKeeper(server, config))
+            }
+            other => Err(format!("backend {other:?} is not available")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Memory(_) => "memory (in-process store)".to_owned(),
+            Self::Etcd(server, _) => format!("etcd at {}", server.endpoints().join(",")),
+            Self::ZooKeeper(server, _) => format!("zookeeper at {}", server.connect_string()),
+        }
+    }
+
+    async fn client(&self, options: ClientOptions) -> Result<Arc<dyn Dcs>, String> {
+        Ok(match self {
+            Self::Memory(store) => Arc::new(store.client(options)),
+            Self::Etcd(_, config) => Arc::new(
+                EtcdDcs::connect(config, options)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            Self::ZooKeeper(_, config) => Arc::new(
+                ZooKeeperDcs::connect(config, options)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+}
+
 struct Args {
+    backend: String,
     ttl: u64,
     kills: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { ttl: 3, kills: 2 };
+    let mut args = Args {
+        backend: "etcd".to_owned(),
+        ttl: 3,
+        kills: 2,
+    };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
         let mut value = |name: &str| words.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
             "--backend" => match value("--backend")?.as_str() {
-                "memory" => {}
-                other @ ("etcd" | "zookeeper" | "consul" | "kubernetes") => {
-                    return Err(format!(
-                        "the {other} backend is not implemented yet; only `memory` runs today"
-                    ));
+                name @ ("memory" | "etcd" | "zookeeper") => name.clone_into(&mut args.backend),
+                other @ ("consul" | "kubernetes") => {
+                    return Err(format!("the {other} backend is not implemented yet"));
                 }
                 other => return Err(format!("unknown backend {other:?}")),
             },
@@ -94,23 +162,28 @@ async fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<(), String> {
     let third = args.ttl / 3;
     let timing = Timing::from_secs(args.ttl, third, third).map_err(|e| e.to_string())?;
-    let store = MemoryStore::new();
+    let store = Store::start(&args.backend).await?;
     let path = ClusterPath::new("demo").map_err(|e| e.to_string())?;
     println!(
-        "backend memory (in-process store); cluster {path}; ttl {}s, loop_wait {}s",
-        args.ttl, third
+        "backend {}; cluster {path}; ttl {}s, loop_wait {}s",
+        store.describe(),
+        args.ttl,
+        third
     );
+    let options = |name: &str| {
+        ClientOptions::new(path.clone(), name)
+            .map(|options| options.with_timing(timing))
+            .map_err(|e| e.to_string())
+    };
 
     let started = Instant::now();
     let (events, mut reports) = mpsc::unbounded_channel();
     let mut contenders = Vec::new();
     for name in ["pg0", "pg1", "pg2"] {
-        let options = ClientOptions::new(path.clone(), name)
-            .map_err(|e| e.to_string())?
-            .with_timing(timing);
-        let client: Arc<dyn Dcs> = Arc::new(store.client(options));
+        let client = store.client(options(name)?).await?;
         contenders.push((name, contend(client, name, timing, events.clone())));
     }
+    let observer = store.client(options("observer")?).await?;
 
     let mut tokens = Vec::new();
     let mut killed_at: Option<Instant> = None;
@@ -142,13 +215,7 @@ async fn run(args: &Args) -> Result<(), String> {
                     .find(|(n, _)| *n == name)
                     .ok_or("unknown contender")?;
                 task.abort();
-                let state = store
-                    .client(
-                        ClientOptions::new(path.clone(), "observer").map_err(|e| e.to_string())?,
-                    )
-                    .cluster()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let state = observer.cluster().await.map_err(|e| e.to_string())?;
                 let holder = state.leader.map_or("nobody".into(), |l| l.name);
                 println!(
                     "[{:6.2}s] killed {name} without a release (the store still shows {holder} \
