@@ -1,0 +1,224 @@
+//! What a running or stopped server says about itself, parsed.
+
+use crate::ha::WalPosition;
+
+use super::PostgresError;
+
+/// A running server's answer to [`Postgres::status`](super::Postgres::status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// `pg_is_in_recovery()`: a replica (or a primary still promoting).
+    pub in_recovery: bool,
+    /// The timeline: a primary's current one (from its WAL file name), a replica's
+    /// received one (or its last checkpoint's when nothing was received yet).
+    pub timeline: Option<u64>,
+    /// WAL positions in bytes: `flush` on a primary, `receive` and `replay` on a replica.
+    pub wal: WalPosition,
+    /// The WAL receiver's `status` (`streaming`, `startup`, `catchup`, ...); `None` on a
+    /// primary and on a replica without a running receiver.
+    pub receiver: Option<String>,
+    /// The upstream's name as the receiver connected to it (`sender_host`), if any.
+    pub sender_host: Option<String>,
+    /// The database system identifier.
+    pub system_id: String,
+}
+
+impl ServerStatus {
+    /// Whether the replica's WAL receiver is streaming from its upstream.
+    #[must_use]
+    pub fn is_streaming(&self) -> bool {
+        self.receiver.as_deref() == Some("streaming")
+    }
+}
+
+/// The query behind [`ServerStatus`]: one row, `|`-separated, numbers as decimal bytes.
+pub(crate) const STATUS_SQL: &str = "\
+SELECT pg_catalog.pg_is_in_recovery(), \
+CASE WHEN pg_catalog.pg_is_in_recovery() \
+  THEN COALESCE((SELECT received_tli FROM pg_catalog.pg_stat_get_wal_receiver()), \
+                (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())) \
+  ELSE ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+  ELSE pg_catalog.pg_current_wal_flush_lsn() - '0/0' END, \
+pg_catalog.pg_last_wal_receive_lsn() - '0/0', \
+pg_catalog.pg_last_wal_replay_lsn() - '0/0', \
+(SELECT status FROM pg_catalog.pg_stat_get_wal_receiver()), \
+(SELECT sender_host FROM pg_catalog.pg_stat_get_wal_receiver()), \
+(SELECT system_identifier FROM pg_catalog.pg_control_system())";
+
+/// Parses the output of [`STATUS_SQL`] (`psql -A -t`: `|`-separated, NULL as empty).
+pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> {
+    let unexpected = || PostgresError::Unexpected {
+        command: "the status query".to_owned(),
+        output: output.to_owned(),
+    };
+    let fields: Vec<&str> = output.trim().split('|').collect();
+    let [
+        recovery,
+        timeline,
+        flush,
+        receive,
+        replay,
+        receiver,
+        sender,
+        system_id,
+    ] = fields.as_slice()
+    else {
+        return Err(unexpected());
+    };
+    let number = |text: &str| -> Result<Option<u64>, PostgresError> {
+        if text.is_empty() {
+            Ok(None)
+        } else {
+            text.parse().map(Some).map_err(|_| unexpected())
+        }
+    };
+    let text = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    Ok(ServerStatus {
+        in_recovery: match *recovery {
+            "t" => true,
+            "f" => false,
+            _ => return Err(unexpected()),
+        },
+        timeline: number(timeline)?,
+        wal: WalPosition {
+            receive: number(receive)?,
+            replay: number(replay)?,
+            flush: number(flush)?,
+        },
+        receiver: text(receiver),
+        sender_host: text(sender),
+        system_id: text(system_id).ok_or_else(unexpected)?,
+    })
+}
+
+/// What `pg_control` says about a data directory, running or not (`pg_controldata`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlData {
+    /// `Database system identifier`.
+    pub system_id: String,
+    /// `Database cluster state`: `in production`, `shut down`, `in archive recovery`,
+    /// `shut down in recovery`, `in crash recovery`, ...
+    pub cluster_state: String,
+    /// `Latest checkpoint's TimeLineID`.
+    pub timeline: u64,
+    /// `Latest checkpoint location`, in bytes.
+    pub checkpoint_lsn: u64,
+}
+
+impl ControlData {
+    /// Whether the server last ran as a primary: it is not a replica's `pg_control`
+    /// (`in archive recovery`, `shut down in recovery`). A crashed primary (`in
+    /// production`) counts as a primary.
+    #[must_use]
+    pub fn was_primary(&self) -> bool {
+        !self.cluster_state.contains("recovery")
+    }
+
+    /// Whether the server was shut down cleanly (as a primary or a replica): a crashed one
+    /// needs a start to recover before `pg_rewind` can use it.
+    #[must_use]
+    pub fn is_clean_shutdown(&self) -> bool {
+        self.cluster_state.starts_with("shut down")
+    }
+}
+
+/// Parses `pg_controldata` output (run with `LC_ALL=C`).
+pub(crate) fn parse_controldata(output: &str) -> Result<ControlData, PostgresError> {
+    let field = |name: &str| {
+        output.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+    };
+    let unexpected = || PostgresError::Unexpected {
+        command: "pg_controldata".to_owned(),
+        output: output.lines().take(12).collect::<Vec<_>>().join("\n"),
+    };
+    Ok(ControlData {
+        system_id: field("Database system identifier")
+            .ok_or_else(unexpected)?
+            .to_owned(),
+        cluster_state: field("Database cluster state")
+            .ok_or_else(unexpected)?
+            .to_owned(),
+        timeline: field("Latest checkpoint's TimeLineID")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(unexpected)?,
+        checkpoint_lsn: field("Latest checkpoint location")
+            .and_then(parse_lsn)
+            .ok_or_else(unexpected)?,
+    })
+}
+
+/// An LSN as PostgreSQL prints it (`16/B374D848`), in bytes.
+#[must_use]
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.trim().split_once('/')?;
+    let high = u64::from_str_radix(high, 16).ok()?;
+    let low = u64::from_str_radix(low, 16).ok()?;
+    (u32::try_from(high).is_ok() && u32::try_from(low).is_ok()).then_some((high << 32) | low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_status_has_a_flush_position_and_no_receiver() {
+        let status = parse_status("f|2|50331800|||||7268616322854375442\n").unwrap();
+        assert!(!status.in_recovery);
+        assert_eq!(status.timeline, Some(2));
+        assert_eq!(status.wal.flush, Some(50_331_800));
+        assert_eq!(status.wal.receive, None);
+        assert!(!status.is_streaming());
+        assert_eq!(status.system_id, "7268616322854375442");
+    }
+
+    #[test]
+    fn streaming_replica_status_has_receive_and_replay_positions() {
+        let status =
+            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442").unwrap();
+        assert!(status.in_recovery);
+        assert!(status.is_streaming());
+        assert_eq!(status.wal.receive, Some(67_420_024));
+        assert_eq!(status.wal.replay, Some(67_419_000));
+        assert_eq!(status.sender_host.as_deref(), Some("127.0.0.1"));
+    }
+
+    #[test]
+    fn garbled_status_is_an_error_not_a_guess() {
+        for output in ["", "x|1||||||1", "t|one||||||1", "t|1|||||"] {
+            assert!(
+                matches!(parse_status(output), Err(PostgresError::Unexpected { .. })),
+                "{output:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn controldata_gives_system_id_state_and_timeline() {
+        let output = "pg_control version number:            1300\n\
+Catalog version number:               202209061\n\
+Database system identifier:           7268616322854375442\n\
+Database cluster state:               shut down in recovery\n\
+pg_control last modified:             Fri 27 Nov 2026 10:00:00 AM UTC\n\
+Latest checkpoint location:           0/3000060\n\
+Latest checkpoint's TimeLineID:       2\n";
+        let control = parse_controldata(output).unwrap();
+        assert_eq!(control.system_id, "7268616322854375442");
+        assert_eq!(control.timeline, 2);
+        assert_eq!(control.checkpoint_lsn, 0x300_0060);
+        assert!(!control.was_primary());
+        assert!(control.is_clean_shutdown());
+        assert!(parse_controldata("garbage").is_err());
+    }
+
+    #[test]
+    fn lsn_text_is_bytes() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("B374D848"), None);
+        assert_eq!(parse_lsn("1/G"), None);
+    }
+}
