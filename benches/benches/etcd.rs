@@ -19,10 +19,8 @@
 
 use std::time::Duration;
 
-use dcs_core::{
-    Acquire, ClientOptions, ClusterPath, Dcs, LeaderLease, MemberData, Precondition, StateKey,
-    Timing, Version,
-};
+use dcs_benches::{Comparison, Scopes, Series, interleaved, run, timed};
+use dcs_core::{ClusterPath, Dcs, Precondition, StateKey};
 use dcs_etcd::{EtcdConfig, EtcdDcs, Hosts};
 use dcs_tests::fixtures::EtcdServer;
 use etcd_client::{
@@ -30,94 +28,13 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 
-struct Series {
-    name: &'static str,
-    baseline: &'static str,
-    ours: Vec<Duration>,
-    raw: Vec<Duration>,
-}
-
-impl Series {
-    fn new(name: &'static str, baseline: &'static str) -> Self {
-        Self {
-            name,
-            baseline,
-            ours: Vec::new(),
-            raw: Vec::new(),
-        }
-    }
-
-    fn record(&mut self, ours: Duration, raw: Duration) {
-        self.ours.push(ours);
-        self.raw.push(raw);
-    }
-
-    fn print(&mut self) {
-        self.ours.sort();
-        self.raw.sort();
-        let ours = [50, 90, 99].map(|p| percentile(&self.ours, p));
-        let raw = [50, 90, 99].map(|p| percentile(&self.raw, p));
-        let ratio = |i: usize| ours[i].as_secs_f64() / raw[i].as_secs_f64();
-        println!(
-            "{:<9} {:<30} {:>8.3} {:>8.3} {:>8.3} | {:>8.3} {:>8.3} {:>8.3} | {:>6.2} {:>6.2} {:>6.2}",
-            self.name,
-            self.baseline,
-            ms(ours[0]),
-            ms(ours[1]),
-            ms(ours[2]),
-            ms(raw[0]),
-            ms(raw[1]),
-            ms(raw[2]),
-            ratio(0),
-            ratio(1),
-            ratio(2),
-        );
-    }
-}
-
-/// The nearest-rank percentile `p` (0..=100) of sorted samples.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    let rank = (sorted.len() * p).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-async fn timed<T>(future: impl Future<Output = T>) -> (T, Duration) {
-    let start = Instant::now();
-    let value = future.await;
-    (value, start.elapsed())
-}
-
-/// Runs `first` then `second`, or the other way round, and returns their results in the
-/// order given.
-async fn interleaved<A, B>(
-    swap: bool,
-    first: impl Future<Output = A>,
-    second: impl Future<Output = B>,
-) -> (A, B) {
-    if swap {
-        let b = second.await;
-        (first.await, b)
-    } else {
-        let a = first.await;
-        (a, second.await)
-    }
-}
-
 const RAW_ACQUIRE: &str = "/bench/raw-acquire/leader";
 const RAW_LEADER: &str = "/bench/raw/leader";
 const RAW_CONFIG: &str = "/bench/raw/config";
 
 /// The clients and the state the samples work on.
 struct Bench {
-    acquirer: EtcdDcs,
-    holder: EtcdDcs,
-    writer: EtcdDcs,
-    lease: LeaderLease,
-    version: Version,
+    scopes: Scopes<EtcdDcs>,
     raw: etcd_client::Client,
     raw_lease: i64,
     keeper: LeaseKeeper,
@@ -135,38 +52,8 @@ impl Bench {
             ])),
             ..EtcdConfig::default()
         };
-        let client = |scope: &str| {
-            let options = ClientOptions::new(ClusterPath::new(scope).expect("scope"), "pg0")
-                .expect("name")
-                .with_timing(Timing::default());
-            let config = config.clone();
-            async move { EtcdDcs::connect(&config, options).await.expect("client") }
-        };
-        let acquirer = client("bench-acquire").await;
-        let holder = client("bench-renew").await;
-        let writer = client("bench-cas").await;
-        let Acquire::Won(lease) = holder.try_acquire_leader().await.expect("acquire") else {
-            unreachable!("a fresh scope");
-        };
-        let version = writer
-            .write(StateKey::Config, r#"{"ttl":30}"#, Precondition::Absent)
-            .await
-            .expect("config");
-        for key in [
-            StateKey::Status,
-            StateKey::History,
-            StateKey::Failover,
-            StateKey::Sync,
-        ] {
-            writer
-                .write(key, "{}", Precondition::Any)
-                .await
-                .expect("write");
-        }
-        writer
-            .publish_member(&MemberData::default())
-            .await
-            .expect("publish");
+        let scopes =
+            Scopes::prepare(async |options| EtcdDcs::connect(&config, options).await).await;
 
         let mut raw = etcd_client::Client::connect([endpoint.as_str()], None)
             .await
@@ -188,11 +75,7 @@ impl Bench {
         .await
         .expect("put");
         Self {
-            acquirer,
-            holder,
-            writer,
-            lease,
-            version,
+            scopes,
             raw,
             raw_lease,
             keeper,
@@ -205,16 +88,17 @@ impl Bench {
         }
     }
 
+    /// One sample of each series, in the order of `main`'s table.
+    async fn round(&mut self, raw_first: bool, round: usize) -> [(Duration, Duration); 5] {
+        let acquire = self.acquire(raw_first).await;
+        let (renew, get, keep_alive) = self.renew(raw_first).await;
+        let snapshot = self.snapshot(raw_first).await;
+        let cas = self.cas(raw_first, round).await;
+        [acquire, (renew, get), (renew, keep_alive), snapshot, cas]
+    }
+
     /// A winning acquire each, released (deleted) untimed.
-    async fn acquire(&self, swap: bool) -> (Duration, Duration) {
-        let ours = async {
-            let (won, took) = timed(self.acquirer.try_acquire_leader()).await;
-            let Acquire::Won(won) = won.expect("acquire") else {
-                panic!("the lock is held")
-            };
-            self.acquirer.release_leader(won).await.expect("release");
-            took
-        };
+    async fn acquire(&self, raw_first: bool) -> (Duration, Duration) {
         let raw = async {
             let mut raw = self.raw.clone();
             let txn = Txn::new()
@@ -230,11 +114,11 @@ impl Bench {
             raw.delete(RAW_ACQUIRE, None).await.expect("delete");
             took
         };
-        interleaved(swap, ours, raw).await
+        interleaved(raw_first, self.scopes.timed_acquire(), raw).await
     }
 
     /// A renewal, a raw read of the leader key and a raw keep-alive.
-    async fn renew(&mut self, swap: bool) -> (Duration, Duration, Duration) {
+    async fn renew(&mut self, raw_first: bool) -> (Duration, Duration, Duration) {
         let mut raw = self.raw.clone();
         let raw_get = async { timed(raw.get(RAW_LEADER, None)).await.1 };
         let (keeper, stream) = (&mut self.keeper, &mut self.keep_alive);
@@ -244,30 +128,34 @@ impl Bench {
             stream.message().await.expect("answer").expect("message");
             start.elapsed()
         };
-        let ours = async { timed(self.holder.renew_leader(&self.lease)).await };
-        let ((renewed, ours), (get, keep_alive)) =
-            interleaved(swap, ours, async { (raw_get.await, raw_keep_alive.await) }).await;
-        self.lease = renewed.expect("renew");
+        let scopes = &mut self.scopes;
+        let ours = async { timed(scopes.holder.renew_leader(&scopes.lease)).await };
+        let ((renewed, ours), (get, keep_alive)) = interleaved(raw_first, ours, async {
+            (raw_get.await, raw_keep_alive.await)
+        })
+        .await;
+        scopes.lease = renewed.expect("renew");
         (ours, get, keep_alive)
     }
 
-    async fn snapshot(&self, swap: bool) -> (Duration, Duration) {
+    async fn snapshot(&self, raw_first: bool) -> (Duration, Duration) {
         let mut raw = self.raw.clone();
-        let ours = async { timed(self.writer.cluster()).await.1 };
+        let ours = async { timed(self.scopes.writer.cluster()).await.1 };
         let theirs = async {
             let range = raw.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()));
             timed(range).await.1
         };
-        interleaved(swap, ours, theirs).await
+        interleaved(raw_first, ours, theirs).await
     }
 
-    async fn cas(&mut self, swap: bool, round: usize) -> (Duration, Duration) {
+    async fn cas(&mut self, raw_first: bool, round: usize) -> (Duration, Duration) {
         let value = format!(r#"{{"ttl":30,"round":{round}}}"#);
         let mut raw = self.raw.clone();
         let raw_version = self.raw_version;
+        let scopes = &mut self.scopes;
         let ours = async {
-            let precondition = Precondition::Version(self.version.clone());
-            timed(self.writer.write(StateKey::Config, &value, precondition)).await
+            let precondition = Precondition::Version(scopes.version.clone());
+            timed(scopes.writer.write(StateKey::Config, &value, precondition)).await
         };
         let theirs = async {
             let txn = Txn::new()
@@ -283,8 +171,8 @@ impl Bench {
             assert!(response.succeeded());
             (response.header().expect("header").revision(), took)
         };
-        let ((written, ours), (revision, theirs)) = interleaved(swap, ours, theirs).await;
-        self.version = written.expect("CAS");
+        let ((written, ours), (revision, theirs)) = interleaved(raw_first, ours, theirs).await;
+        self.scopes.version = written.expect("CAS");
         self.raw_version = revision;
         (ours, theirs)
     }
@@ -292,11 +180,6 @@ impl Bench {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let samples: usize = std::env::var("ETCD_BENCH_SAMPLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let warmup = 50;
     let etcd = match EtcdServer::start().await {
         Ok(etcd) => etcd,
         Err(e) => {
@@ -305,51 +188,21 @@ async fn main() {
         }
     };
     let mut bench = Bench::new(&etcd).await;
-    let mut acquire = Series::new("acquire", "txn create_revision==0 → put");
-    let mut renew = Series::new("renew", "linearizable get");
-    let mut renew_keep_alive = Series::new("renew", "keep-alive on a stream");
-    let mut snapshot = Series::new("snapshot", "linearizable prefix range");
-    let mut cas = Series::new("CAS", "txn mod_revision==v → put");
-    for round in 0..warmup + samples {
-        // Raw first on even rounds, EtcdDcs first on odd ones.
-        let swap = round % 2 == 0;
-        let a = bench.acquire(swap).await;
-        let (r, get, keep_alive) = bench.renew(swap).await;
-        let s = bench.snapshot(swap).await;
-        let c = bench.cas(swap, round).await;
-        if round >= warmup {
-            acquire.record(a.0, a.1);
-            renew.record(r, get);
-            renew_keep_alive.record(r, keep_alive);
-            snapshot.record(s.0, s.1);
-            cas.record(c.0, c.1);
-        }
-    }
-    println!(
-        "EtcdDcs vs raw etcd-client on etcd ({samples} interleaved samples each after \
-         {warmup} warm-up rounds; latency in ms, ratio EtcdDcs / raw)"
-    );
-    println!(
-        "{:<9} {:<30} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6} {:>6}",
-        "op",
-        "raw baseline",
-        "p50",
-        "p90",
-        "p99",
-        "raw p50",
-        "raw p90",
-        "raw p99",
-        "×p50",
-        "×p90",
-        "×p99"
-    );
-    for series in [
-        &mut acquire,
-        &mut renew,
-        &mut renew_keep_alive,
-        &mut snapshot,
-        &mut cas,
-    ] {
-        series.print();
-    }
+    let comparison = Comparison {
+        ours: "EtcdDcs",
+        raw: "etcd-client",
+        server: "etcd",
+        samples_var: "ETCD_BENCH_SAMPLES",
+    };
+    let series = [
+        Series::new("acquire", "txn create_revision==0 → put"),
+        Series::new("renew", "linearizable get"),
+        Series::new("renew", "keep-alive on a stream"),
+        Series::new("snapshot", "linearizable prefix range"),
+        Series::new("CAS", "txn mod_revision==v → put"),
+    ];
+    run(&comparison, series, async |raw_first, round| {
+        bench.round(raw_first, round).await
+    })
+    .await;
 }

@@ -16,63 +16,12 @@
 
 use std::time::Duration;
 
-use dcs_core::{
-    Acquire, ClientOptions, ClusterPath, Dcs, LeaderLease, MemberData, Precondition, StateKey,
-    Timing, Version,
-};
+use dcs_benches::{Comparison, Scopes, Series, interleaved, run, timed};
+use dcs_core::{Dcs, Precondition, StateKey};
 use dcs_tests::fixtures::ZooKeeperServer;
 use dcs_zk::{ZooKeeperConfig, ZooKeeperDcs};
 use tokio::time::Instant;
 use zookeeper_client::{Acls, Client, CreateMode};
-
-struct Series {
-    name: &'static str,
-    baseline: &'static str,
-    ours: Vec<Duration>,
-    raw: Vec<Duration>,
-}
-
-impl Series {
-    fn new(name: &'static str, baseline: &'static str) -> Self {
-        Self {
-            name,
-            baseline,
-            ours: Vec::new(),
-            raw: Vec::new(),
-        }
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(clippy::cast_sign_loss, reason = "a rank in 0..len")]
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-async fn timed<T>(future: impl Future<Output = T>) -> (T, Duration) {
-    let start = Instant::now();
-    let value = future.await;
-    (value, start.elapsed())
-}
-
-/// Runs `raw` and `ours` in the order of the round, returning (ours, raw).
-async fn pair(
-    raw_first: bool,
-    raw: impl Future<Output = Duration>,
-    ours: impl Future<Output = Duration>,
-) -> (Duration, Duration) {
-    if raw_first {
-        let theirs = raw.await;
-        (ours.await, theirs)
-    } else {
-        let mine = ours.await;
-        (mine, raw.await)
-    }
-}
 
 const FIXED: [&str; 9] = [
     "initialize",
@@ -88,12 +37,8 @@ const FIXED: [&str; 9] = [
 
 /// The clients and the state the rounds work on.
 struct Bench {
-    acquirer: ZooKeeperDcs,
-    holder: ZooKeeperDcs,
-    writer: ZooKeeperDcs,
+    scopes: Scopes<ZooKeeperDcs>,
     raw: Client,
-    lease: Option<LeaderLease>,
-    version: Version,
     raw_version: i32,
 }
 
@@ -104,61 +49,39 @@ const RAW_ACQUIRE: &str = "/bench-raw-leader";
 
 impl Bench {
     async fn start(server: &ZooKeeperServer) -> Self {
-        let client = |scope: &str| {
-            let options = ClientOptions::new(ClusterPath::new(scope).expect("scope"), "pg0")
-                .expect("name")
-                .with_timing(Timing::default());
-            let config = ZooKeeperConfig::new(server.hosts());
-            async move {
-                ZooKeeperDcs::connect(&config, options)
-                    .await
-                    .expect("client")
-            }
-        };
-        let acquirer = client("bench-acquire").await;
-        let holder = client("bench-renew").await;
-        let writer = client("bench-cas").await;
+        let config = ZooKeeperConfig::new(server.hosts());
+        let scopes =
+            Scopes::prepare(async |options| ZooKeeperDcs::connect(&config, options).await).await;
         let raw = Client::connector()
             .with_session_timeout(Duration::from_secs(30))
             .connect(&server.connect_string())
             .await
             .expect("raw client");
-        // A full scope for the snapshot.
-        let Acquire::Won(lease) = holder.try_acquire_leader().await.expect("acquire") else {
-            unreachable!("fresh scope")
-        };
-        let version = writer
-            .write(StateKey::Config, r#"{"ttl":30}"#, Precondition::Absent)
-            .await
-            .expect("config");
-        for key in [
-            StateKey::Status,
-            StateKey::History,
-            StateKey::Failover,
-            StateKey::Sync,
-        ] {
-            writer
-                .write(key, "{}", Precondition::Any)
-                .await
-                .expect("write");
-        }
-        writer
-            .publish_member(&MemberData::default())
-            .await
-            .expect("publish");
         let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
         raw.create(RAW_CONFIG, br#"{"ttl":30}"#, &open)
             .await
             .expect("raw config");
         Self {
-            acquirer,
-            holder,
-            writer,
+            scopes,
             raw,
-            lease: Some(lease),
-            version,
             raw_version: 0,
         }
+    }
+
+    /// One sample of each series, in the order of `main`'s table.
+    async fn round(&mut self, raw_first: bool, round: usize) -> [(Duration, Duration); 6] {
+        let acquire = self.acquire(raw_first).await;
+        let (renew, get, synced_get) = self.renew(raw_first).await;
+        let (snapshot, read, synced_read) = self.snapshot(raw_first).await;
+        let cas = self.cas(raw_first, round).await;
+        [
+            acquire,
+            (renew, get),
+            (renew, synced_get),
+            (snapshot, read),
+            (snapshot, synced_read),
+            cas,
+        ]
     }
 
     fn multi_read(&self) -> impl Future<Output = Result<(), zookeeper_client::Error>> + '_ {
@@ -184,29 +107,16 @@ impl Bench {
             self.raw.delete(RAW_ACQUIRE, None).await.expect("delete");
             took
         };
-        let ours = async {
-            let (won, took) = timed(self.acquirer.try_acquire_leader()).await;
-            let Acquire::Won(won) = won.expect("acquire") else {
-                panic!("held")
-            };
-            self.acquirer.release_leader(won).await.expect("release");
-            took
-        };
-        pair(raw_first, theirs, ours).await
+        interleaved(raw_first, self.scopes.timed_acquire(), theirs).await
     }
 
     /// (ours, plain get, sync + get).
     async fn renew(&mut self, raw_first: bool) -> (Duration, Duration, Duration) {
-        let lease = self.lease.take().expect("lease");
-        let mut renewed = None;
-        let ours = async {
-            let (result, took) = timed(self.holder.renew_leader(&lease)).await;
-            renewed = Some(result.expect("renew"));
-            took
-        };
+        let scopes = &mut self.scopes;
+        let ours = async { timed(scopes.holder.renew_leader(&scopes.lease)).await };
         let theirs = async { timed(self.raw.get_data(RAW_LEADER)).await.1 };
-        let (mine, get) = pair(raw_first, theirs, ours).await;
-        self.lease = renewed;
+        let ((renewed, mine), get) = interleaved(raw_first, ours, theirs).await;
+        scopes.lease = renewed.expect("renew");
         let start = Instant::now();
         let sync = self.raw.sync(RAW_LEADER);
         let read = self.raw.get_data(RAW_LEADER);
@@ -218,7 +128,7 @@ impl Bench {
     /// (ours, plain multi-read, sync + multi-read).
     async fn snapshot(&self, raw_first: bool) -> (Duration, Duration, Duration) {
         let ours = async {
-            let (state, took) = timed(self.writer.cluster()).await;
+            let (state, took) = timed(self.scopes.writer.cluster()).await;
             assert!(state.expect("snapshot").config.is_some());
             took
         };
@@ -227,7 +137,7 @@ impl Bench {
             read.expect("multi-read");
             took
         };
-        let (mine, plain) = pair(raw_first, theirs, ours).await;
+        let (mine, plain) = interleaved(raw_first, ours, theirs).await;
         let start = Instant::now();
         let sync = self.raw.sync(BASE);
         let read = self.multi_read();
@@ -238,66 +148,25 @@ impl Bench {
 
     async fn cas(&mut self, raw_first: bool, round: usize) -> (Duration, Duration) {
         let value = format!(r#"{{"ttl":30,"round":{round}}}"#);
-        let expected = Precondition::Version(self.version.clone());
-        let (mut version, mut raw_version) = (None, None);
-        let ours = async {
-            let (result, took) = timed(self.writer.write(StateKey::Config, &value, expected)).await;
-            version = Some(result.expect("CAS"));
-            took
-        };
+        let expected = Precondition::Version(self.scopes.version.clone());
+        let ours =
+            async { timed(self.scopes.writer.write(StateKey::Config, &value, expected)).await };
+        // zookeeper-client sends a request when it is called, not when it is first polled.
         let theirs = async {
-            let (result, took) = timed(self.raw.set_data(
-                RAW_CONFIG,
-                value.as_bytes(),
-                Some(self.raw_version),
-            ))
-            .await;
-            raw_version = Some(result.expect("raw CAS").version);
-            took
+            let set = self
+                .raw
+                .set_data(RAW_CONFIG, value.as_bytes(), Some(self.raw_version));
+            timed(set).await
         };
-        let times = pair(raw_first, theirs, ours).await;
-        self.version = version.expect("written");
-        self.raw_version = raw_version.expect("written");
-        times
-    }
-}
-
-fn report(samples: usize, warmup: usize, series: &mut [Series]) {
-    println!(
-        "ZooKeeperDcs vs raw zookeeper-client on one standalone ZooKeeper 3.8 \
-         ({samples} interleaved samples each, after {warmup} warm-up rounds)"
-    );
-    println!(
-        "{:<9} {:<30} {:>22} {:>22} {:>17}",
-        "operation", "raw equivalent", "ours p50/p90/p99 ms", "raw p50/p90/p99 ms", "ratio p50/p90"
-    );
-    for series in series {
-        series.ours.sort();
-        series.raw.sort();
-        let ours = [0.5, 0.9, 0.99].map(|p| percentile(&series.ours, p));
-        let raw = [0.5, 0.9, 0.99].map(|p| percentile(&series.raw, p));
-        println!(
-            "{:<9} {:<30} {:>6.3}/{:>6.3}/{:>6.3} {:>8.3}/{:>6.3}/{:>6.3} {:>8.2}/{:>6.2}",
-            series.name,
-            series.baseline,
-            ms(ours[0]),
-            ms(ours[1]),
-            ms(ours[2]),
-            ms(raw[0]),
-            ms(raw[1]),
-            ms(raw[2]),
-            ms(ours[0]) / ms(raw[0]),
-            ms(ours[1]) / ms(raw[1]),
-        );
+        let ((version, mine), (raw_version, theirs)) = interleaved(raw_first, ours, theirs).await;
+        self.scopes.version = version.expect("CAS");
+        self.raw_version = raw_version.expect("raw CAS").version;
+        (mine, theirs)
     }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let samples: usize = std::env::var("ZOOKEEPER_BENCH_SAMPLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
     let zookeeper = match ZooKeeperServer::start().await {
         Ok(server) => server,
         Err(e) => {
@@ -306,7 +175,13 @@ async fn main() {
         }
     };
     let mut bench = Bench::start(&zookeeper).await;
-    let mut series = [
+    let comparison = Comparison {
+        ours: "ZooKeeperDcs",
+        raw: "zookeeper-client",
+        server: "one standalone ZooKeeper 3.8",
+        samples_var: "ZOOKEEPER_BENCH_SAMPLES",
+    };
+    let series = [
         Series::new("acquire", "create ephemeral"),
         Series::new("renew", "get_data"),
         Series::new("renew", "sync + get_data, pipelined"),
@@ -314,28 +189,8 @@ async fn main() {
         Series::new("snapshot", "sync + multi-read, pipelined"),
         Series::new("CAS", "set_data with version"),
     ];
-    let warmup = 50;
-    for round in 0..warmup + samples {
-        let raw_first = round % 2 == 0;
-        let acquire = bench.acquire(raw_first).await;
-        let (renew, get, synced_get) = bench.renew(raw_first).await;
-        let (snapshot, read, synced_read) = bench.snapshot(raw_first).await;
-        let cas = bench.cas(raw_first, round).await;
-        if round < warmup {
-            continue;
-        }
-        let measured = [
-            acquire,
-            (renew, get),
-            (renew, synced_get),
-            (snapshot, read),
-            (snapshot, synced_read),
-            cas,
-        ];
-        for (series, (ours, raw)) in series.iter_mut().zip(measured) {
-            series.ours.push(ours);
-            series.raw.push(raw);
-        }
-    }
-    report(samples, warmup, &mut series);
+    run(&comparison, series, async |raw_first, round| {
+        bench.round(raw_first, round).await
+    })
+    .await;
 }

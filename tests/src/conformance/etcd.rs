@@ -1,16 +1,15 @@
 //! The conformance suite's view of `EtcdDcs`, on real etcd started by the fixtures.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dcs_core::{ClientOptions, ClusterPath, Dcs, Timing};
+use dcs_core::{ClusterPath, Dcs, Timing};
 use dcs_etcd::{EtcdConfig, EtcdDcs};
-use tokio::sync::Mutex;
 
 use super::Backend;
+use super::shared::{SharedServer, client_options};
 use crate::fixtures::EtcdServer;
-use crate::require::skip_or_fail;
 
 /// A real etcd (one member or a cluster) shared by the tests of one test binary that run at
 /// the same time, so the suite pays for one server start, not one per property; scopes keep
@@ -21,15 +20,12 @@ pub struct EtcdBackend {
     server: Arc<EtcdServer>,
 }
 
-/// The server the running tests share, if any is running.
-type Shared = Mutex<Weak<EtcdServer>>;
-
-static SINGLE: Shared = Mutex::const_new(Weak::new());
-static CLUSTER: Shared = Mutex::const_new(Weak::new());
+static SINGLE: SharedServer<EtcdServer> = SharedServer::new();
+static CLUSTER: SharedServer<EtcdServer> = SharedServer::new();
 
 impl EtcdBackend {
     /// The shared single-member etcd, started if no running test holds it; `None` (after
-    /// [`skip_or_fail`]) when it cannot start.
+    /// [`skip_or_fail`](crate::require::skip_or_fail)) when it cannot start.
     pub async fn single() -> Option<Self> {
         Self::shared(&SINGLE, 1).await
     }
@@ -39,22 +35,11 @@ impl EtcdBackend {
         Self::shared(&CLUSTER, 3).await
     }
 
-    async fn shared(slot: &'static Shared, members: usize) -> Option<Self> {
-        let mut slot = slot.lock().await;
-        if let Some(server) = slot.upgrade() {
-            return Some(Self { server });
-        }
-        match EtcdServer::start_cluster(members).await {
-            Ok(server) => {
-                let server = Arc::new(server);
-                *slot = Arc::downgrade(&server);
-                Some(Self { server })
-            }
-            Err(e) => {
-                skip_or_fail("etcd", e);
-                None
-            }
-        }
+    async fn shared(slot: &SharedServer<EtcdServer>, members: usize) -> Option<Self> {
+        let server = slot
+            .get_or_start("etcd", EtcdServer::start_cluster(members))
+            .await?;
+        Some(Self { server })
     }
 
     /// The fixture, for tests that control members.
@@ -87,8 +72,7 @@ impl EtcdBackend {
 
     /// A new `EtcdDcs` with the suite's timing.
     pub async fn etcd_client(&self, scope: &str, name: &str) -> dcs_core::Result<EtcdDcs> {
-        let options =
-            ClientOptions::new(ClusterPath::new(scope)?, name)?.with_timing(self.timing());
+        let options = client_options(scope, name, self.timing())?;
         EtcdDcs::connect(&self.config(), options).await
     }
 }

@@ -12,6 +12,7 @@
 
 mod etcd;
 mod memory;
+mod shared;
 mod zookeeper;
 
 use std::sync::Arc;

@@ -4,37 +4,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dcs_core::{ClientOptions, ClusterPath, Dcs, Timing};
+use dcs_core::{ClusterPath, Dcs, Timing};
 use dcs_zk::{ZooKeeperConfig, ZooKeeperDcs};
-use tokio::sync::OnceCell;
 use zookeeper_client::{Acls, Client, CreateMode};
 
 use super::Backend;
+use super::shared::{SharedServer, client_options};
 use crate::fixtures::ZooKeeperServer;
 use crate::require::skip_or_fail;
 
-/// A real ZooKeeper (standalone or a 3-member ensemble) shared by every test of one test
-/// binary, so the suite pays for one JVM start, not one per property; scopes keep
-/// properties apart.
+/// A real ZooKeeper (standalone or a 3-member ensemble) shared by the tests of one test
+/// binary that run at the same time, so the suite pays for one JVM start, not one per
+/// property; scopes keep properties apart. The last test to finish drops it (stopping it and
+/// removing its directory); a test starting after that starts a new one.
 #[derive(Clone, Debug)]
 pub struct ZooKeeperBackend {
     server: Arc<ZooKeeperServer>,
 }
 
-/// The server each binary shares: `None` once starting it failed (reported once).
-type Shared = OnceCell<Option<Arc<ZooKeeperServer>>>;
-
-static STANDALONE: Shared = OnceCell::const_new();
-static ENSEMBLE: Shared = OnceCell::const_new();
+static STANDALONE: SharedServer<ZooKeeperServer> = SharedServer::new();
+static ENSEMBLE: SharedServer<ZooKeeperServer> = SharedServer::new();
 
 impl ZooKeeperBackend {
-    /// The shared standalone server, started on first use; `None` (after [`skip_or_fail`])
-    /// when it cannot start.
+    /// The shared standalone server, started if no running test holds it; `None` (after
+    /// [`skip_or_fail`]) when it cannot start.
     pub async fn standalone() -> Option<Self> {
         Self::shared(&STANDALONE, 1).await
     }
 
-    /// The shared 3-member ensemble, started on first use.
+    /// The shared 3-member ensemble, started if no running test holds it.
     pub async fn ensemble() -> Option<Self> {
         Self::shared(&ENSEMBLE, 3).await
     }
@@ -52,24 +50,11 @@ impl ZooKeeperBackend {
         }
     }
 
-    async fn shared(cell: &'static Shared, members: usize) -> Option<Self> {
-        let server = cell
-            .get_or_init(|| async move {
-                match ZooKeeperServer::start_ensemble(members).await {
-                    Ok(server) => Some(Arc::new(server)),
-                    Err(e) => {
-                        skip_or_fail("zookeeper", e);
-                        None
-                    }
-                }
-            })
-            .await
-            .clone();
-        if server.is_none() {
-            // Reported when the start failed; a required backend fails every test.
-            skip_or_fail("zookeeper", "the shared ZooKeeper server did not start");
-        }
-        server.map(|server| Self { server })
+    async fn shared(slot: &SharedServer<ZooKeeperServer>, members: usize) -> Option<Self> {
+        let server = slot
+            .get_or_start("zookeeper", ZooKeeperServer::start_ensemble(members))
+            .await?;
+        Some(Self { server })
     }
 
     /// The fixture, for tests that control members.
@@ -110,7 +95,7 @@ impl ZooKeeperBackend {
         name: &str,
         timing: Timing,
     ) -> dcs_core::Result<ZooKeeperDcs> {
-        let options = ClientOptions::new(ClusterPath::new(scope)?, name)?.with_timing(timing);
+        let options = client_options(scope, name, timing)?;
         ZooKeeperDcs::connect(&self.config(), options).await
     }
 }
