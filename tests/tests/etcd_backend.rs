@@ -9,7 +9,7 @@ use dcs_core::{
     Acquire, ClientOptions, ClusterPath, Dcs, DcsExt, Error, MemberData, Precondition, Timing,
 };
 use dcs_etcd::{EtcdConfig, EtcdDcs, Hosts};
-use dcs_tests::fixtures::EtcdServer;
+use dcs_tests::fixtures::{EtcdServer, free_ports};
 use dcs_tests::require::skip_or_fail;
 use etcd_client::Permission;
 
@@ -85,14 +85,7 @@ async fn close_removes_the_leader_and_member_keys_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_store_is_a_retryable_error_never_a_lost_lease() {
     // Ports nothing listens on: bound and released again.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port()
-        })
-        .collect();
+    let ports = free_ports(2).expect("free ports");
     let config = EtcdConfig::from_url(&format!(
         "etcd://127.0.0.1:{},127.0.0.1:{}",
         ports[0], ports[1]
@@ -272,14 +265,7 @@ async fn tls_with_a_client_certificate_works_and_without_one_is_refused() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     certificates(dir.path()).await;
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port()
-        })
-        .collect();
+    let ports = free_ports(2).expect("free ports");
     let client_url = format!("https://127.0.0.1:{}", ports[0]);
     let peer_url = format!("http://127.0.0.1:{}", ports[1]);
     let path = |name: &str| dir.path().join(name);

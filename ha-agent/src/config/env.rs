@@ -9,8 +9,9 @@ use super::error::{Warning, WarningKind};
 
 const PREFIX: &str = "PATRONI_";
 
-/// Patroni's `_AUTH_ALLOWED_PARAMETERS`: what `PATRONI_<USER>_<PARAM>` may set.
-const AUTH_PARAMETERS: &[&str] = &[
+/// Patroni's `_AUTH_ALLOWED_PARAMETERS`: what `PATRONI_<USER>_<PARAM>` and a user's
+/// `authentication` section may set (`username`, `password`, then libpq options).
+pub(super) const AUTH_PARAMETERS: &[&str] = &[
     "username",
     "password",
     "sslmode",

@@ -9,7 +9,7 @@ use dcs_etcd::EtcdConfig;
 use dcs_zk::ZooKeeperConfig;
 use serde_json::{Map, Value};
 
-use super::env::parse_bool;
+use super::env::{AUTH_PARAMETERS, parse_bool};
 use super::{
     Bootstrap, Config, ConfigError, Credentials, DcsConfig, HostPort, InitdbOption, Postgresql,
     RestApi, Tags, Warning, WarningKind, Watchdog, WatchdogMode,
@@ -635,19 +635,10 @@ fn credentials(
     path: &str,
     libpq_options: bool,
 ) -> Result<Credentials, ConfigError> {
-    const OPTIONS: [&str; 9] = [
-        "sslmode",
-        "sslcert",
-        "sslkey",
-        "sslpassword",
-        "sslrootcert",
-        "sslcrl",
-        "sslcrldir",
-        "gssencmode",
-        "channel_binding",
-    ];
+    // The libpq options after `username` and `password`, as the environment may set them.
+    let libpq = &AUTH_PARAMETERS[2..];
     walk.keys(map, path, true, |key| {
-        (key == "username" || key == "password" || libpq_options && OPTIONS.contains(&key))
+        (key == "username" || key == "password" || libpq_options && libpq.contains(&key))
             .then_some(Key::Known)
     })?;
     let username = required_string(map, path, "username")?;
@@ -663,7 +654,7 @@ fn credentials(
     let mut options = Vec::new();
     if libpq_options {
         for (key, value) in map {
-            if OPTIONS.contains(&key.as_str()) && !value.is_null() {
+            if libpq.contains(&key.as_str()) && !value.is_null() {
                 let text = scalar_string(value)
                     .ok_or_else(|| invalid(&join(path, key), value, "a string"))?;
                 options.push((key.clone(), text));
