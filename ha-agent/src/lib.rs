@@ -1,7 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod connect;
+pub mod ctl;
 pub mod ha;
+pub mod http;
+pub mod log;
 pub mod postgres;

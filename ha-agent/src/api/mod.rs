@@ -49,6 +49,7 @@
 //! * Basic authentication, the allowlist and TLS come with the write endpoints.
 
 mod body;
+mod control;
 mod health;
 mod server;
 mod status;
@@ -56,6 +57,7 @@ mod status;
 mod tests;
 
 pub use body::{cluster_json, history_json, metrics_text, patroni_json};
+pub use control::{Control, LocalReply, LocalRequest};
 pub use health::{HealthCheck, Query, health_status, liveness_status, readiness_status};
 pub use server::serve;
 pub use status::{NodeStatus, PostgresStatus, ReplicationConnection, Snapshot, Xlog};
