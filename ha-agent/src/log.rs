@@ -96,15 +96,19 @@ impl Visit for Fields<'_> {
 /// `YYYY-MM-DD HH:MM:SS,mmm` in UTC, Python logging's default shape.
 fn timestamp(now: SystemTime) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{},{:03}", format_utc(since), since.subsec_millis())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC for a time since the Unix epoch (whole seconds).
+pub(crate) fn format_utc(since: std::time::Duration) -> String {
     let seconds = since.as_secs();
     let (year, month, day) = civil_from_days(seconds / 86_400);
     let second_of_day = seconds % 86_400;
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02},{:03}",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         second_of_day / 3600,
         second_of_day / 60 % 60,
         second_of_day % 60,
-        since.subsec_millis()
     )
 }
 

@@ -131,7 +131,7 @@ async fn start(snapshot: Snapshot) -> Server {
     let address = listener.local_addr().unwrap();
     let (snapshots, receiver) = watch::channel(snapshot);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, receiver, async {
+    let task = tokio::spawn(serve(listener, receiver, None, async {
         let _ = stopped.await;
     }));
     Server {
@@ -216,7 +216,7 @@ async fn status_cluster_history_and_config_documents_are_served() {
 }
 
 #[tokio::test]
-async fn write_endpoints_are_not_found_until_implemented() {
+async fn without_control_the_write_endpoints_are_not_found() {
     let server = start(primary_snapshot()).await;
     for (method, target) in [
         ("POST", "/switchover"),

@@ -416,17 +416,21 @@ fn timing_is_adjusted_as_patroni_4_does_and_said() {
         timing("    ttl: 25\n    loop_wait: 10\n    retry_timeout: 10\n"),
         ((25, 5, 10), vec!["bootstrap.dcs.loop_wait".to_owned()])
     );
-    // Below the minimum ttl, then not even loop_wait 1 suffices.
+    // A short ttl is kept; here not even loop_wait 1 suffices.
     assert_eq!(
         timing("    ttl: 10\n    retry_timeout: 15\n"),
         (
-            (20, 1, 9),
+            (10, 1, 4),
             vec![
-                "bootstrap.dcs.ttl".to_owned(),
                 "bootstrap.dcs.loop_wait".to_owned(),
                 "bootstrap.dcs.retry_timeout".to_owned()
             ]
         )
+    );
+    // Below the minimum ttl.
+    assert_eq!(
+        timing("    ttl: 5\n    loop_wait: 1\n    retry_timeout: 3\n"),
+        ((7, 1, 3), vec!["bootstrap.dcs.ttl".to_owned()])
     );
     // A default loop_wait that must shrink is said too.
     assert_eq!(

@@ -339,10 +339,14 @@ fn config_timeouts_are_validated_like_patroni_4() {
         read(r#"{"ttl":"40","loop_wait":5.9,"retry_timeout":" 12 "}"#),
         (40, 5, 12)
     );
-    // Minimums: ttl 20, loop_wait 1, retry_timeout 3.
+    // Minimums: ttl 7, loop_wait 1, retry_timeout 3; a short ttl is kept.
     assert_eq!(
         read(r#"{"ttl":5,"loop_wait":0,"retry_timeout":-1}"#),
-        (20, 1, 3)
+        (7, 1, 3)
+    );
+    assert_eq!(
+        read(r#"{"ttl":10,"loop_wait":2,"retry_timeout":4}"#),
+        (10, 2, 4)
     );
     // loop_wait + 2 * retry_timeout <= ttl, by shortening loop_wait first ...
     assert_eq!(

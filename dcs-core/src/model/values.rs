@@ -177,12 +177,16 @@ impl ClusterConfig {
         value.max(min)
     }
 
-    /// Patroni 4.x's `_validate_and_adjust_timeouts`: minimums `ttl >= 20`,
+    /// Patroni 4.x's `_validate_and_adjust_timeouts`, except for the `ttl` minimum:
+    /// minimums `ttl >= 7` (Patroni 4.x raises `ttl` to 20, 3.x keeps any value; 7 is
+    /// the smallest that fits the rule below, so a short `ttl` such as 10 is honoured),
     /// `loop_wait >= 1`, `retry_timeout >= 3`, then the safety rule
     /// `loop_wait + 2 * retry_timeout <= ttl` is restored by shortening `loop_wait`, or,
     /// if that is not enough, `loop_wait = 1` and `retry_timeout = (ttl - 1) / 2`.
     fn timeouts(&self) -> Timeouts {
-        let ttl = self.timeout("ttl", 30, 20);
+        /// `loop_wait` 1 + 2 * `retry_timeout` 3: the smallest `ttl` the rule allows.
+        const MIN_TTL: u64 = 7;
+        let ttl = self.timeout("ttl", 30, MIN_TTL);
         let mut loop_wait = self.timeout("loop_wait", 10, 1);
         let mut retry_timeout = self.timeout("retry_timeout", 10, 3);
         if retry_timeout.saturating_mul(2).saturating_add(1) > ttl {
@@ -199,7 +203,7 @@ impl ClusterConfig {
     }
 
     /// `ttl` in seconds: lifetime of the leader key and member keys. Default 30, at least
-    /// 20 (see [`ClusterConfig::loop_wait`] for the rule tying the three timeouts).
+    /// 7 (see [`ClusterConfig::loop_wait`] for the rule tying the three timeouts).
     #[must_use]
     pub fn ttl(&self) -> u64 {
         self.timeouts().ttl

@@ -1,6 +1,9 @@
-//! The REST API's read side, compatible with Patroni's (`patroni/api.py`, port 8008).
+//! The REST API, compatible with Patroni's (`patroni/api.py`, port 8008): the read side
+//! that health checks and peers use, and the authenticated write side that `patronictl`
+//! and `ha-agent ctl` use.
 //!
-//! Two layers, kept apart so that every status code is decided by a pure function:
+//! The read side has two layers, kept apart so that every status code is decided by a
+//! pure function:
 //!
 //! * [`respond`] turns a request line (method, path and query) plus a [`Snapshot`] of what
 //!   the agent knows into a [`Response`] — status code, content type, body. It is the
@@ -10,7 +13,7 @@
 //!   [`respond`] returned.
 //!
 //! The HA loop owns the snapshot: after each cycle it publishes a fresh [`NodeStatus`]
-//! and the [`ClusterState`] it read, with `watch::Sender::send_replace`. A request never
+//! and the [`ClusterState`] it read, with `watch::Sender::send_replace`. A read never
 //! touches PostgreSQL or the DCS, so a slow database cannot stall HAProxy's health checks
 //! and a check never answers from a state newer than the one the HA loop acted on.
 //!
@@ -27,35 +30,71 @@
 //! | `GET /liveness`, `GET /readiness` | 200/503, no body |
 //! | any other `GET` | a health check ([`HealthCheck`]): 200/503 with the `/patroni` document |
 //! | `HEAD`/`OPTIONS` on any path | the health check's 200/503, no body |
-//! | any other method | 404, see below |
+//! | the write endpoints below | with a [`Control`] only; else 404 |
+//! | any other method | 404 |
 //!
 //! Like Patroni, a health check is chosen by *substring* of the path (`/replica`,
 //! `/replica?lag=1MB`, even `/xreplica`), and `HEAD`/`OPTIONS` always run the health
 //! check — `HEAD /patroni` is 503 in Patroni too, because `/patroni` names no role.
 //!
+//! # Write endpoints
+//!
+//! Served only when [`serve`] is given a [`Control`] (else 404). Every one checks
+//! `restapi.authentication` first, as Patroni does: no `Authorization` header is 401
+//! `no auth header received`, wrong Basic credentials 401 `not authenticated`, both with
+//! `WWW-Authenticate: Basic realm="Patroni"`. Bodies are JSON objects of at most 64 KiB
+//! (413 beyond; 400 with the reason for anything that is not a JSON object; 411 without a
+//! `Content-Length` where a body is required). Answers are Patroni's codes and texts:
+//!
+//! | Request | Answer |
+//! |---|---|
+//! | `POST /switchover` `{leader, candidate?, scheduled_at?}` | writes the `failover` key, then waits for the lock to move: 200 `Successfully switched over to "x"`, 503 `Switchover failed` / `Switchover status unknown`; 202 `Switchover scheduled`; 400/412/422 when refused |
+//! | `POST /failover` `{candidate, leader?}` | the same, `failed over` |
+//! | `DELETE /switchover` | 200 `scheduled switchover deleted`, 404 none, 409 changed meanwhile |
+//! | `PATCH /config` | merge patch (`null` deletes), compare-and-set: 200 + the new config, 409 changed meanwhile, 503 no `config` key |
+//! | `PUT /config` | replaces the config: 200 + the config, 502 not written |
+//! | `POST /restart` `{role?, postgres_version?, restart_pending?, timeout?}` | the HA loop's answer (200 `restarted successfully`, 503 ...); 503 `restart conditions are not satisfied` |
+//! | `POST /reload` | the HA loop's answer (202 `reload scheduled`) |
+//! | `POST /reinitialize` `{force?, from_leader?}` | the HA loop's answer (200 `reinitialize started`, 503 reason) |
+//! | `DELETE /restart` | 404 `no restarts are scheduled` |
+//!
+//! The checks are pure functions table-tested on their own (`failover`, `local`,
+//! `patch`); `write` does the DCS reads and writes against a fresh `Dcs::cluster`, and
+//! hands PostgreSQL work to the HA loop as [`LocalRequest`]s, waiting for its
+//! [`LocalReply`] with a bound (503 with a clear text when the loop is gone or silent).
+//!
 //! # Not (yet) implemented
 //!
-//! * The authenticated endpoints (`PATCH`/`PUT /config`, `POST /switchover`, `/failover`,
-//!   `/restart`, `/reload`, `/reinitialize`, `DELETE /restart`, `/switchover`, `POST
-//!   /failsafe`) answer **404** `Not Found` for now. Patroni would answer 501 for an
-//!   unknown method; 404 says "this agent has no such endpoint" to `patronictl`, which
-//!   then falls back to writing `/failover` in the DCS for a switchover.
+//! * Scheduled restarts: `POST /restart` with `schedule` is 501 once the time is valid.
+//!   The restart `timeout` filter only bounds how long the API waits for the loop's
+//!   answer; it is not passed on.
+//! * `POST /failsafe`, `/citus`, `/mpp` answer 404.
+//! * A switchover/failover candidate is judged by its member key (present, not
+//!   `nofailover`), not by asking its REST API as Patroni does: see `failover`.
+//! * `restapi.allowlist`, `allowlist_include_members`, `verify_client` and TLS are not
+//!   served; [`unsupported_restapi_settings`] names them so the agent can refuse to
+//!   start with them rather than serve less protection than configured.
 //! * Synchronous replication is not implemented by the agent, so `/sync`, `/synchronous`,
 //!   `/quorum`, `/read-only-quorum` are always 503 and `/read-only-sync` is 200 only on
 //!   the leader; `/async` and `/asynchronous` behave like `/replica` (no member is
 //!   synchronous). This follows from the rules below as long as the `sync` key is empty.
 //! * `/readiness` follows Patroni 3.0.2 (leader, or PostgreSQL running while the DCS is
 //!   reachable); 4.x's `?lag=` and `?mode=` are ignored.
-//! * Basic authentication, the allowlist and TLS come with the write endpoints.
 
+mod auth;
 mod body;
 mod control;
+mod failover;
 mod health;
+mod local;
+mod patch;
 mod server;
 mod status;
 #[cfg(test)]
 mod tests;
+mod write;
 
+pub use auth::unsupported_restapi_settings;
 pub use body::{cluster_json, history_json, metrics_text, patroni_json};
 pub use control::{Control, LocalReply, LocalRequest};
 pub use health::{HealthCheck, Query, health_status, liveness_status, readiness_status};
@@ -74,6 +113,8 @@ pub struct Response {
     pub status: u16,
     /// `(content type, body)`, or `None` for a status line only.
     pub body: Option<(&'static str, String)>,
+    /// Further headers, `(name, value)`: `WWW-Authenticate` on a 401.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Response {
@@ -81,15 +122,20 @@ impl Response {
         Self {
             status,
             body: Some(("application/json", value.to_string())),
+            headers: Vec::new(),
         }
     }
 
     fn status_only(status: u16) -> Self {
-        Self { status, body: None }
+        Self {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
     }
 }
 
-/// The API's whole read-side behaviour: the answer to `method target` (`target` is the
+/// The API's whole read-side behaviour (the write side is served by [`serve`]): the answer to `method target` (`target` is the
 /// path with its optional `?query`) given the agent's `snapshot` at `now`.
 ///
 /// `now` is only compared with [`NodeStatus::next_run`] by `/liveness`. See the
@@ -138,6 +184,7 @@ fn get(path: &str, query: &Query, snapshot: &Snapshot, now: Instant) -> Response
         "metrics" => Response {
             status: 200,
             body: Some(("text/plain", metrics_text(node, cluster))),
+            headers: Vec::new(),
         },
         "liveness" => Response::status_only(liveness_status(node, now)),
         "readiness" => Response::status_only(readiness_status(node, cluster)),
@@ -160,8 +207,15 @@ static EMPTY: ClusterState = ClusterState {
     failsafe: None,
 };
 
-/// Python's `send_error` body shape, so that a client printing the body says why.
-fn error_page(status: u16, message: &str) -> Response {
+/// Python's `send_error` body shape, so that a client printing the body says why;
+/// `explain`, when not empty, is the line Python's `send_error(code, message, explain)`
+/// adds.
+fn error_page(status: u16, message: &str, explain: &str) -> Response {
+    let explanation = if explain.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Error code explanation: {status} - {explain}.</p>")
+    };
     Response {
         status,
         body: Some((
@@ -169,16 +223,17 @@ fn error_page(status: u16, message: &str) -> Response {
             format!(
                 "<html><head><title>Error response</title></head><body>\
                  <h1>Error response</h1><p>Error code: {status}</p>\
-                 <p>Message: {message}.</p></body></html>\n"
+                 <p>Message: {message}.</p>{explanation}</body></html>\n"
             ),
         )),
+        headers: Vec::new(),
     }
 }
 
 fn not_found() -> Response {
-    error_page(404, "Not Found")
+    error_page(404, "Not Found", "")
 }
 
 fn bad_gateway() -> Response {
-    error_page(502, "Bad Gateway")
+    error_page(502, "Bad Gateway", "")
 }

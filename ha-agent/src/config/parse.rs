@@ -451,9 +451,9 @@ fn dynamic(walk: &mut Walk, map: &Map<String, Value>) -> Result<ClusterConfig, C
                 WarningKind::Adjusted,
                 join(path, key),
                 format!(
-                    "{} becomes {effective} so that ttl >= 20, loop_wait >= 1, \
+                    "{} becomes {effective} so that ttl >= 7, loop_wait >= 1, \
                      retry_timeout >= 3 and loop_wait + 2 * retry_timeout <= ttl \
-                     (effective: ttl {}, loop_wait {}, retry_timeout {}), as Patroni 4 does",
+                     (effective: ttl {}, loop_wait {}, retry_timeout {}), as Patroni 4 adjusts them",
                     given.map_or_else(|| "the default".to_owned(), |g| g.to_string()),
                     config.ttl(),
                     config.loop_wait(),

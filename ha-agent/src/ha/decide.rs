@@ -155,7 +155,9 @@ fn cycle(o: &Observation, holder: bool) -> Decision {
             renew(Action::Wait, format!("updated leader lock during {name}"))
         } else if action == super::observation::LongAction::Promote {
             demote_immediately("lost the leader lock before promote finished")
-        } else if primary && !paused {
+        } else if primary && !paused && action != super::observation::LongAction::Bootstrap {
+            // The bootstrap winner's new primary runs before it takes the lock: it holds
+            // `initialize`, and nobody else can lead an uninitialized cluster.
             demote_immediately(format!(
                 "postgres runs as primary without the lock during {name}"
             ))

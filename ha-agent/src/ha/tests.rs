@@ -418,6 +418,24 @@ fn the_lock_holder_renews_and_serves_as_primary() {
             IMMEDIATE,
         ),
         row(
+            "bootstrap winner whose new primary runs before it takes the lock → waits",
+            with(primary(three().without("leader")), |o| {
+                o.lease = LeaseState::NotHeld;
+                o.long_action = Some(LongAction::Bootstrap);
+            }),
+            None,
+            Action::Wait,
+        ),
+        row(
+            "non-holder whose postgres runs as primary during a restart → demotes",
+            with(primary(three().leader("pg1")), |o| {
+                o.lease = LeaseState::NotHeld;
+                o.long_action = Some(LongAction::Restart);
+            }),
+            None,
+            IMMEDIATE,
+        ),
+        row(
             "non-holder during a base backup → waits",
             with(replica(three()), |o| {
                 o.long_action = Some(LongAction::Basebackup);

@@ -361,6 +361,40 @@ impl Postgres {
         self.adopt_base_conf().await
     }
 
+    /// Rewinds this stopped former primary's data directory onto `source`'s timeline
+    /// (`pg_rewind`), as the `rewind` user (or the superuser when none is configured).
+    ///
+    /// The server must have been shut down cleanly (as a primary or in recovery);
+    /// `pg_rewind` says "no rewind required" and changes nothing when the histories did
+    /// not diverge. It copies the source's configuration files too: the next
+    /// [`Postgres::start`] writes ours again.
+    ///
+    /// # Errors
+    /// [`PostgresError`]: `pg_rewind` failed or missed `bootstrap_timeout`.
+    pub async fn rewind(&self, source: &Conninfo) -> Result<(), PostgresError> {
+        let credentials = self
+            .options
+            .rewind
+            .as_ref()
+            .unwrap_or(&self.options.superuser);
+        let conninfo = Self::with_credentials(source.clone(), credentials);
+        let mut run = self.run(
+            "pg_rewind",
+            vec![
+                "-D".to_owned(),
+                self.data(),
+                "--no-sync".to_owned(),
+                "--source-server".to_owned(),
+                conninfo.redacted(),
+            ],
+            self.options.bootstrap_timeout,
+        );
+        if let Some(password) = &credentials.password {
+            run.env.push(("PGPASSWORD", password.clone()));
+        }
+        run.output().await.map(|_| ())
+    }
+
     /// The standby settings for streaming from `upstream` (a [`Conninfo`] of the member,
     /// e.g. from its `conn_url`) through the physical slot `slot` (as
     /// [`dcs_core::model::slot_name_from_member_name`] names it): `primary_conninfo` with

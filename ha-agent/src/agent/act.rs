@@ -1,0 +1,659 @@
+//! One cycle: observe, decide, act. The act step performs a [`Decision`] in its order:
+//! the lease step, the effects, the action.
+
+use std::time::SystemTime;
+
+use dcs_core::{Acquire, ClusterState, DcsExt as _, Error, Precondition, StateKey, Version};
+use tokio::time::Instant;
+
+use super::observe::{Local, unix_now};
+use super::{Agent, CycleEnd, Long};
+use crate::api::LocalReply;
+use crate::ha::{
+    Action, DataDir, Decision, DemoteMode, Effect, LeaseState, LeaseStep, LocalMember, LongAction,
+    Observation, PgState, Renewal, Settings, StartRole, decide,
+};
+use crate::postgres::{Conninfo, Postgres, StandbySettings, StopMode};
+
+/// How a long action ended.
+pub(super) enum LongOutcome {
+    /// `initdb`, the first start and the users are done; `initialize` is ours at this
+    /// version.
+    Bootstrapped {
+        system_id: String,
+        initialize: Version,
+    },
+    /// Done; nothing to follow up.
+    Done(String),
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+enum Renewed {
+    Yes,
+    Failed,
+    Lost,
+}
+
+impl Agent {
+    fn me(&self) -> LocalMember {
+        let tags = &self.config.tags;
+        LocalMember {
+            name: self.config.name.clone(),
+            nofailover: !tags.may_fail_over(),
+            failover_priority: tags.effective_failover_priority(),
+            replicatefrom: tags
+                .all
+                .get("replicatefrom")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+
+    /// One cycle of the HA loop.
+    pub(super) async fn cycle(&mut self) -> CycleEnd {
+        if let Some(end) = self.reap_long_action().await {
+            return end;
+        }
+        let local = self.observe_postgres().await;
+        self.update_node(&local);
+        // Patroni's `touch_member` comes first, so the snapshot below has our own key
+        // and peers racing right now see our position.
+        let member = self.member_data(&local);
+        if let Err(error) = self.bounded(self.dcs.publish_member(&member)).await {
+            tracing::warn!("cannot publish the member key: {error}");
+        }
+        let cluster = self.bounded(self.dcs.cluster()).await;
+        match &cluster {
+            Ok(cluster) => self.absorb(cluster).await,
+            Err(_) => self.last_cluster = None,
+        }
+
+        let mut observation = Observation {
+            me: self.me(),
+            cluster,
+            lease: self.lease_state.clone(),
+            now: Instant::now(),
+            wall_clock: SystemTime::now(),
+            postgres: local.postgres.clone(),
+            settings: self.settings.clone(),
+            peers: None,
+            last_leader: self.last_leader.clone(),
+            long_action: self.long.as_ref().map(|l| l.kind),
+            can_bootstrap: true,
+        };
+        let mut decision = decide(&observation);
+        if let Action::ProbePeers { members } = &decision.action {
+            if decision.lease == LeaseStep::Renew
+                && let Renewed::Lost = self.renew().await
+            {
+                return CycleEnd::Again;
+            }
+            let peers = self
+                .probe_peers(
+                    members,
+                    observation.cluster().expect("decided with a snapshot"),
+                )
+                .await;
+            observation.peers = Some(peers);
+            observation.lease = self.lease_state.clone();
+            observation.now = Instant::now();
+            decision = decide(&observation);
+        }
+        tracing::info!("{}", decision.reason);
+        let end = self.act(decision, &observation, &local).await;
+        if let Some(cluster) = observation.cluster() {
+            self.leader_housekeeping(&local, cluster).await;
+        }
+        end
+    }
+
+    /// Takes in a fresh snapshot: the dynamic settings, the last leader, the API's view.
+    async fn absorb(&mut self, cluster: &ClusterState) {
+        self.dcs_last_seen = unix_now();
+        self.node.dcs_last_seen = self.dcs_last_seen;
+        if let Some(leader) = &cluster.leader {
+            self.last_leader = Some(leader.name.clone());
+        }
+        if let Some(config) = &cluster.config
+            && config.value != self.dynamic
+        {
+            self.dynamic = config.value.clone();
+            self.settings = Settings::from_config(&self.dynamic);
+            self.apply_parameters().await;
+        }
+        self.last_cluster = Some(cluster.clone());
+    }
+
+    /// Renews the held lease, bounded by its own validity.
+    async fn renew(&mut self) -> Renewed {
+        let Some(lease) = self.lease.take() else {
+            return Renewed::Failed;
+        };
+        let outcome = self.bounded(self.dcs.renew_leader(&lease)).await;
+        match outcome {
+            Ok(renewed) => {
+                self.lease_state = self.held(&renewed, Renewal::Succeeded);
+                self.arm_deadman(&renewed);
+                self.lease = Some(renewed);
+                Renewed::Yes
+            }
+            Err(Error::LeaseLost { reason }) => {
+                tracing::warn!("lost the leader lock: {reason}");
+                self.lease_state = LeaseState::Lost { reason };
+                Renewed::Lost
+            }
+            Err(error) => {
+                tracing::warn!("failed to update the leader lock: {error}");
+                // Still ours until its deadline: the next cycle retries.
+                self.lease_state = self.held(
+                    &lease,
+                    Renewal::Failed {
+                        error: error.to_string(),
+                    },
+                );
+                self.lease = Some(lease);
+                Renewed::Failed
+            }
+        }
+    }
+
+    fn forget_lease(&mut self, postgres_is_primary: bool) {
+        self.lease = None;
+        self.lease_state = LeaseState::NotHeld;
+        // A primary stays covered by the switch until the demotion stopped it.
+        if !postgres_is_primary {
+            self.deadman.disarm();
+        }
+    }
+
+    /// Gives the lock up (compare-and-delete); PostgreSQL is not a primary any more.
+    async fn release(&mut self) {
+        self.lease_state = LeaseState::NotHeld;
+        if let Some(lease) = self.lease.take() {
+            match self.dcs.release_leader(lease).await {
+                Ok(()) => tracing::info!("released the leader lock"),
+                Err(error) => tracing::warn!("releasing the leader lock failed: {error}"),
+            }
+        }
+        self.deadman.disarm();
+    }
+
+    async fn act(&mut self, decision: Decision, o: &Observation, local: &Local) -> CycleEnd {
+        let primary = local.postgres.state == PgState::Primary;
+        let Decision {
+            lease,
+            action,
+            effects,
+            ..
+        } = decision;
+        match lease {
+            LeaseStep::Renew => match self.renew().await {
+                Renewed::Yes => {}
+                Renewed::Lost => return CycleEnd::Again,
+                Renewed::Failed if action.needs_lock() => return CycleEnd::Sleep,
+                Renewed::Failed => {}
+            },
+            LeaseStep::Forget => self.forget_lease(primary),
+            // A demotion gives the lock up only once PostgreSQL stopped.
+            LeaseStep::Release if matches!(action, Action::Demote { .. }) => {}
+            LeaseStep::Release => self.release().await,
+            LeaseStep::None => {}
+        }
+        for effect in effects {
+            self.apply_effect(effect).await;
+        }
+        let cluster = o.cluster();
+        match action {
+            Action::Wait | Action::StayPrimary | Action::ProbePeers { .. } => CycleEnd::Sleep,
+            Action::Promote => {
+                let pg = self.pg.clone();
+                self.standby = None;
+                self.start_long(LongAction::Promote, None, async move {
+                    match pg.promote().await {
+                        Ok(()) => LongOutcome::Done("promoted PostgreSQL".into()),
+                        Err(error) => LongOutcome::Failed(format!("promote failed: {error}")),
+                    }
+                });
+                CycleEnd::Sleep
+            }
+            Action::AcquireLeader => self.acquire().await,
+            Action::Follow { upstream, slot } => {
+                if local.postgres.state == PgState::Replica
+                    && let Some(cluster) = cluster
+                {
+                    let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
+                    match self.pg.follow(&standby).await {
+                        Ok(true) => tracing::info!(
+                            "following {} now",
+                            upstream.as_deref().unwrap_or("no leader")
+                        ),
+                        Ok(false) => {}
+                        Err(error) => tracing::error!("cannot follow the new upstream: {error}"),
+                    }
+                    self.standby = Some(standby);
+                }
+                CycleEnd::Sleep
+            }
+            Action::StartPostgres { role } => {
+                self.start_postgres(role, cluster, local);
+                CycleEnd::Sleep
+            }
+            Action::Demote { mode } => {
+                self.demote(mode).await;
+                CycleEnd::Again
+            }
+            Action::ReleaseLeader => CycleEnd::Sleep,
+            Action::RaceToBootstrap => self.bootstrap().await,
+            Action::CloneFrom { member } => {
+                self.clone_from(cluster, &member);
+                CycleEnd::Sleep
+            }
+            Action::ExitWrongCluster { .. } => CycleEnd::Exit(super::AgentError::WrongCluster(
+                format!("stopping: {}", self.node_reason(o)),
+            )),
+        }
+    }
+
+    fn node_reason(&self, o: &Observation) -> String {
+        match (
+            &o.postgres.data_dir,
+            o.cluster().and_then(|c| c.initialize.as_ref()),
+        ) {
+            (DataDir::Initialized { system_id }, Some(init)) => format!(
+                "the data directory belongs to another cluster: system id {system_id}, the \
+                 cluster's is {}",
+                init.value.to_value_string()
+            ),
+            _ => "the cluster is not initialized and PostgreSQL runs as a replica: start the \
+                  agent on the primary first"
+                .to_owned(),
+        }
+    }
+
+    async fn apply_effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::ClearFailover { version } => {
+                if let Err(error) = self.dcs.delete(StateKey::Failover, Some(&version)).await {
+                    tracing::warn!("cannot remove the failover key: {error}");
+                }
+            }
+            Effect::RecordSystemId {
+                system_id,
+                precondition,
+            } => match self.dcs.set_system_id(&system_id, precondition).await {
+                Ok(_) => tracing::info!("recorded the system identifier {system_id}"),
+                Err(error) => tracing::warn!("cannot record the system identifier: {error}"),
+            },
+        }
+    }
+
+    async fn acquire(&mut self) -> CycleEnd {
+        match self.dcs.try_acquire_leader().await {
+            Ok(Acquire::Won(lease)) => {
+                tracing::info!("acquired session lock as a leader");
+                self.lease_state = self.held(&lease, Renewal::Succeeded);
+                self.arm_deadman(&lease);
+                self.lease = Some(lease);
+                // Promote now, not a loop_wait later.
+                CycleEnd::Again
+            }
+            Ok(Acquire::HeldBy(leader)) => {
+                tracing::info!("{} took the leader lock first", leader.name);
+                CycleEnd::Again
+            }
+            Err(error) => {
+                tracing::warn!("cannot acquire the leader lock: {error}");
+                CycleEnd::Sleep
+            }
+        }
+    }
+
+    async fn demote(&mut self, mode: DemoteMode) {
+        let stop = match mode {
+            DemoteMode::Immediate => StopMode::Immediate,
+            DemoteMode::Graceful => StopMode::Fast,
+        };
+        if let Some(long) = self.long.take() {
+            long.task.abort();
+            tracing::info!("abandoned {} to demote", long.kind.as_str());
+        }
+        match self.pg.stop(stop).await {
+            Ok(_) => {
+                tracing::info!("demoted: PostgreSQL stopped ({})", stop.as_str());
+                self.standby = None;
+                if mode == DemoteMode::Graceful {
+                    self.release().await;
+                } else {
+                    self.deadman.disarm();
+                }
+            }
+            // The dead-man switch stays armed: it stops the server at the deadline.
+            Err(error) => tracing::error!("demotion failed, PostgreSQL may still run: {error}"),
+        }
+    }
+
+    /// The settings to stream from `upstream` (nothing when `None`) through `slot`.
+    fn standby_settings(
+        &self,
+        cluster: &ClusterState,
+        upstream: Option<&str>,
+        slot: &str,
+    ) -> StandbySettings {
+        let source = upstream
+            .and_then(|name| cluster.member(name))
+            .and_then(|m| m.data.conn_url.as_deref())
+            .and_then(Conninfo::from_conn_url);
+        match source {
+            Some(source) => {
+                let slot = super::use_slots(&self.dynamic).then_some(slot);
+                self.pg.standby_settings(&source, slot)
+            }
+            None => StandbySettings {
+                primary_conninfo: String::new(),
+                primary_slot_name: None,
+            },
+        }
+    }
+
+    fn start_postgres(&mut self, role: StartRole, cluster: Option<&ClusterState>, local: &Local) {
+        let pg = self.pg.clone();
+        match role {
+            StartRole::Primary => {
+                self.standby = None;
+                self.start_long(LongAction::Restart, None, async move {
+                    match pg.start(None).await {
+                        Ok(()) => LongOutcome::Done("started PostgreSQL as primary".into()),
+                        Err(error) => LongOutcome::Failed(format!("start failed: {error}")),
+                    }
+                });
+            }
+            StartRole::Replica { upstream, slot } => {
+                let Some(cluster) = cluster else { return };
+                let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
+                self.standby = Some(standby.clone());
+                let rewind_from = self.rewind_source(cluster, upstream.as_deref(), local);
+                let kind = if rewind_from.is_some() {
+                    LongAction::Rewind
+                } else {
+                    LongAction::Restart
+                };
+                self.start_long(kind, None, async move {
+                    if let Some(source) = rewind_from
+                        && let Err(error) = rewind(&pg, &source).await
+                    {
+                        return LongOutcome::Failed(format!("pg_rewind failed: {error}"));
+                    }
+                    match pg.start(Some(&standby)).await {
+                        Ok(()) => LongOutcome::Done("started PostgreSQL as a replica".into()),
+                        Err(error) => LongOutcome::Failed(format!("start failed: {error}")),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Where to rewind from: a former primary joining a leader on a later timeline, when
+    /// `use_pg_rewind` is on. `pg_rewind` itself finds out whether the histories diverged.
+    fn rewind_source(
+        &self,
+        cluster: &ClusterState,
+        upstream: Option<&str>,
+        local: &Local,
+    ) -> Option<Conninfo> {
+        let PgState::Stopped { was_primary: true } = local.postgres.state else {
+            return None;
+        };
+        let enabled = self
+            .config
+            .postgresql
+            .use_pg_rewind
+            .unwrap_or_else(|| super::use_pg_rewind(&self.dynamic));
+        let leader = cluster.leader_member()?;
+        if upstream != Some(leader.name.as_str()) {
+            return None;
+        }
+        let later = leader.data.timeline? > local.postgres.timeline?;
+        if later && !enabled {
+            tracing::warn!(
+                "this former primary may have diverged from {} and use_pg_rewind is off: \
+                 it may not be able to stream; reinitialize it if so",
+                leader.name
+            );
+        }
+        (later && enabled)
+            .then(|| {
+                leader
+                    .data
+                    .conn_url
+                    .as_deref()
+                    .and_then(Conninfo::from_conn_url)
+            })
+            .flatten()
+    }
+
+    async fn bootstrap(&mut self) -> CycleEnd {
+        let initialize = match self.dcs.initialize().await {
+            Ok(version) => version,
+            Err(Error::Conflict { .. }) => {
+                tracing::info!("another member is bootstrapping the cluster");
+                return CycleEnd::Again;
+            }
+            Err(error) => {
+                tracing::warn!("cannot start the bootstrap race: {error}");
+                return CycleEnd::Sleep;
+            }
+        };
+        let pg = self.pg.clone();
+        let initdb = self.config.bootstrap.initdb.clone();
+        let pg_hba = self.config.bootstrap.pg_hba.clone();
+        self.start_long(LongAction::Bootstrap, None, async move {
+            match bootstrap(&pg, &initdb, &pg_hba).await {
+                Ok(system_id) => LongOutcome::Bootstrapped {
+                    system_id,
+                    initialize,
+                },
+                Err(error) => LongOutcome::Failed(format!("bootstrap failed: {error}")),
+            }
+        });
+        CycleEnd::Sleep
+    }
+
+    fn clone_from(&mut self, cluster: Option<&ClusterState>, member: &str) {
+        let source = cluster
+            .and_then(|c| c.member(member))
+            .and_then(|m| m.data.conn_url.as_deref())
+            .and_then(Conninfo::from_conn_url);
+        let Some(source) = source else {
+            tracing::warn!("cannot clone from {member}: its member key has no usable conn_url");
+            return;
+        };
+        let pg = self.pg.clone();
+        let member = member.to_owned();
+        self.start_long(LongAction::Basebackup, None, async move {
+            match pg.clone_from(&source).await {
+                Ok(()) => LongOutcome::Done(format!("cloned the data directory from {member}")),
+                Err(error) => {
+                    remove_data_dir(&pg).await;
+                    LongOutcome::Failed(format!("base backup from {member} failed: {error}"))
+                }
+            }
+        });
+    }
+
+    pub(super) fn start_long(
+        &mut self,
+        kind: LongAction,
+        reply: Option<tokio::sync::oneshot::Sender<LocalReply>>,
+        work: impl std::future::Future<Output = LongOutcome> + Send + 'static,
+    ) {
+        let done = std::sync::Arc::clone(&self.long_done);
+        let task = tokio::spawn(async move {
+            let outcome = work.await;
+            done.notify_one();
+            outcome
+        });
+        tracing::info!("started {}", kind.as_str());
+        self.long = Some(Long { kind, task, reply });
+    }
+
+    /// Collects a finished long action and carries out what follows it.
+    async fn reap_long_action(&mut self) -> Option<CycleEnd> {
+        if !self.long.as_ref()?.task.is_finished() {
+            return None;
+        }
+        let long = self.long.take()?;
+        let outcome = long
+            .task
+            .await
+            .unwrap_or_else(|error| LongOutcome::Failed(format!("the task failed: {error}")));
+        let (end, reply) = match outcome {
+            LongOutcome::Bootstrapped {
+                system_id,
+                initialize,
+            } => (
+                Some(self.finish_bootstrap(&system_id, initialize).await),
+                LocalReply {
+                    status: 200,
+                    message: "bootstrapped".into(),
+                },
+            ),
+            LongOutcome::Done(message) => {
+                tracing::info!("{message}");
+                (
+                    None,
+                    LocalReply {
+                        status: 200,
+                        message,
+                    },
+                )
+            }
+            LongOutcome::Failed(message) => {
+                tracing::error!("{message}");
+                if long.kind == LongAction::Bootstrap {
+                    self.abandon_bootstrap().await;
+                }
+                (
+                    None,
+                    LocalReply {
+                        status: 503,
+                        message,
+                    },
+                )
+            }
+        };
+        if let Some(sender) = long.reply {
+            let _ = sender.send(reply);
+        }
+        end
+    }
+
+    /// After `initdb`: record the system id, write `config`, take the lock.
+    async fn finish_bootstrap(&mut self, system_id: &str, initialize: Version) -> CycleEnd {
+        if let Err(error) = self
+            .dcs
+            .set_system_id(system_id, Precondition::Version(initialize))
+            .await
+        {
+            tracing::error!("cannot record the system identifier after bootstrap: {error}");
+        }
+        match self
+            .dcs
+            .set_config(&self.config.bootstrap.dcs, Precondition::Absent)
+            .await
+        {
+            Ok(_) | Err(Error::Conflict { .. }) => {}
+            Err(error) => tracing::error!("cannot write the cluster configuration: {error}"),
+        }
+        tracing::info!("initialized a new cluster (system identifier {system_id})");
+        self.acquire().await
+    }
+
+    /// A failed bootstrap: stop what runs, move the data aside, let another member try.
+    async fn abandon_bootstrap(&mut self) {
+        let _ = self.pg.stop(StopMode::Immediate).await;
+        let data_dir = self.pg.options().data_dir.clone();
+        let aside = data_dir.with_file_name(format!(
+            "{}_failed_{}",
+            data_dir.file_name().unwrap_or_default().to_string_lossy(),
+            unix_now()
+        ));
+        if tokio::fs::metadata(&data_dir).await.is_ok() {
+            match tokio::fs::rename(&data_dir, &aside).await {
+                Ok(()) => tracing::info!("moved the failed bootstrap to {}", aside.display()),
+                Err(error) => tracing::error!("cannot move the failed bootstrap aside: {error}"),
+            }
+        }
+        if let Err(error) = self.dcs.cancel_initialization().await {
+            tracing::error!("cannot remove the initialize key after a failed bootstrap: {error}");
+        }
+    }
+
+    /// Asks `members`' REST APIs `GET /patroni`, in parallel, each within 2 s.
+    async fn probe_peers(
+        &self,
+        members: &[String],
+        cluster: &ClusterState,
+    ) -> Vec<crate::ha::PeerStatus> {
+        let mut asks = tokio::task::JoinSet::new();
+        for name in members {
+            let url = cluster.member(name).and_then(|m| m.data.api_url.clone());
+            let name = name.clone();
+            asks.spawn(async move {
+                let reply = match url {
+                    Some(url) => super::leader::ask_peer(&url).await,
+                    None => None,
+                };
+                crate::ha::PeerStatus { name, reply }
+            });
+        }
+        let mut peers = Vec::with_capacity(members.len());
+        while let Some(joined) = asks.join_next().await {
+            if let Ok(peer) = joined {
+                peers.push(peer);
+            }
+        }
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        peers
+    }
+}
+
+/// `initdb`, `bootstrap.pg_hba`, the first start as a primary, the users.
+async fn bootstrap(
+    pg: &Postgres,
+    initdb: &[crate::config::InitdbOption],
+    pg_hba: &[String],
+) -> Result<String, crate::postgres::PostgresError> {
+    pg.initdb(initdb).await?;
+    if pg.options().pg_hba.is_empty() && !pg_hba.is_empty() {
+        pg.append_pg_hba(pg_hba).await?;
+    }
+    pg.start(None).await?;
+    pg.create_users().await?;
+    Ok(pg.control_data().await?.system_id)
+}
+
+/// Brings a crashed former primary to a clean shutdown in recovery (read-only, no
+/// upstream), then rewinds it onto `source`.
+async fn rewind(pg: &Postgres, source: &Conninfo) -> Result<(), crate::postgres::PostgresError> {
+    if !pg.control_data().await?.is_clean_shutdown() {
+        // Crash recovery as a standby without an upstream: it replays the local WAL and
+        // never accepts a write, then stops cleanly "in recovery", which pg_rewind takes.
+        let idle = StandbySettings {
+            primary_conninfo: String::new(),
+            primary_slot_name: None,
+        };
+        pg.start(Some(&idle)).await?;
+        pg.stop(StopMode::Fast).await?;
+    }
+    pg.rewind(source).await
+}
+
+async fn remove_data_dir(pg: &Postgres) {
+    let dir = pg.options().data_dir.clone();
+    if let Err(error) = tokio::fs::remove_dir_all(&dir).await
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!("cannot remove {}: {error}", dir.display());
+    }
+}

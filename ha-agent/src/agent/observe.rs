@@ -1,0 +1,198 @@
+//! The observe step's I/O: the local PostgreSQL as `decide` sees it, and what the agent
+//! publishes about itself (member key, REST API status).
+
+use std::time::SystemTime;
+
+use dcs_core::model::{MemberData, MemberState, Role};
+
+use super::Agent;
+use crate::api::{PostgresStatus, Xlog};
+use crate::ha::{DataDir, LocalPostgres, LongAction, PgState, WalPosition};
+use crate::postgres::ServerStatus;
+
+/// The local PostgreSQL this cycle: what `decide` needs and the status query's answer.
+pub(super) struct Local {
+    pub(super) postgres: LocalPostgres,
+    pub(super) status: Option<ServerStatus>,
+}
+
+impl Agent {
+    /// Looks at the data directory and the server: running (and as what), starting, or
+    /// stopped (and whether it last ran as a primary).
+    pub(super) async fn observe_postgres(&mut self) -> Local {
+        let unknown = |data_dir| Local {
+            postgres: LocalPostgres {
+                data_dir,
+                state: PgState::Stopped { was_primary: false },
+                timeline: None,
+                wal: WalPosition::default(),
+            },
+            status: None,
+        };
+        let data_dir = match self.pg.data_dir_state().await {
+            Ok(data_dir) => data_dir,
+            Err(error) => {
+                // A directory PostgreSQL cannot read: half a base backup, or damage.
+                // `decide` sees it as empty (bootstrap or clone), which refuses to
+                // overwrite anything that is there.
+                if self.long.is_none() {
+                    tracing::warn!("cannot read the data directory: {error}");
+                }
+                return unknown(DataDir::Empty);
+            }
+        };
+        if data_dir == DataDir::Empty {
+            return unknown(DataDir::Empty);
+        }
+        let running = self.pg.is_running().await.unwrap_or(false);
+        if !running {
+            self.server_version = None;
+            let control = self.pg.control_data().await.ok();
+            return Local {
+                postgres: LocalPostgres {
+                    data_dir,
+                    state: PgState::Stopped {
+                        was_primary: control.as_ref().is_some_and(|c| c.was_primary()),
+                    },
+                    timeline: control.as_ref().map(|c| c.timeline),
+                    wal: WalPosition::default(),
+                },
+                status: None,
+            };
+        }
+        match self.pg.status().await {
+            Ok(status) => {
+                if self.server_version.is_none() {
+                    self.server_version = self
+                        .pg
+                        .query("SHOW server_version_num")
+                        .await
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .map(|v| (v, 0));
+                }
+                Local {
+                    postgres: LocalPostgres {
+                        data_dir,
+                        state: if status.in_recovery {
+                            PgState::Replica
+                        } else {
+                            PgState::Primary
+                        },
+                        timeline: status.timeline,
+                        wal: status.wal,
+                    },
+                    status: Some(status),
+                }
+            }
+            Err(error) => {
+                tracing::debug!("PostgreSQL does not answer yet: {error}");
+                Local {
+                    postgres: LocalPostgres {
+                        data_dir,
+                        state: PgState::Starting,
+                        timeline: None,
+                        wal: WalPosition::default(),
+                    },
+                    status: None,
+                }
+            }
+        }
+    }
+
+    /// Refreshes the REST API's view of this node from this cycle's observation.
+    pub(super) fn update_node(&mut self, local: &Local) {
+        let holds_lease =
+            self.lease.is_some() && self.lease_time_left().is_some_and(|left| !left.is_zero());
+        let node = &mut self.node;
+        node.state = member_state(local, self.long.as_ref().map(|l| l.kind));
+        node.role = role(local);
+        node.holds_lease = holds_lease;
+        node.paused = self.settings.pause;
+        node.dcs_last_seen = self.dcs_last_seen;
+        node.system_identifier = match &local.postgres.data_dir {
+            DataDir::Initialized { system_id } => Some(system_id.clone()),
+            DataDir::Empty => None,
+        };
+        node.postgres = local.status.as_ref().map(|status| PostgresStatus {
+            postmaster_start_time: None,
+            server_version: self.server_version.map_or(0, |(v, _)| v),
+            xlog: if status.in_recovery {
+                Xlog::Replica {
+                    received_location: status.wal.receive.or(status.wal.replay).unwrap_or_default(),
+                    replayed_location: status.wal.replay.unwrap_or_default(),
+                    replayed_timestamp: None,
+                    paused: false,
+                }
+            } else {
+                Xlog::Primary {
+                    location: status.wal.flush.unwrap_or_default(),
+                }
+            },
+            timeline: status.timeline,
+            replication_state: status.in_recovery.then(|| replication_state(status)),
+            replication: Vec::new(),
+        });
+    }
+
+    /// This member's key, in Patroni's format.
+    pub(super) fn member_data(&self, local: &Local) -> MemberData {
+        let status = local.status.as_ref();
+        let wal = local.postgres.wal_position();
+        MemberData {
+            conn_url: Some(self.config.conn_url()),
+            api_url: Some(self.config.api_url()),
+            state: self.node.state.clone(),
+            role: self.node.role.clone(),
+            version: Some(super::PATRONI_VERSION.to_owned()),
+            tags: self.config.tags.member_tags(),
+            // A position of 0 is "unknown", not "at the start": publishing it would
+            // make this member look furthest behind (or, as a primary, confuse lag).
+            xlog_location: status.and((wal > 0).then_some(wal)),
+            replay_lsn: status.filter(|s| s.in_recovery).and_then(|s| s.wal.replay),
+            receive_lsn: status.filter(|s| s.in_recovery).and_then(|s| s.wal.receive),
+            replication_state: status.filter(|s| s.in_recovery).map(replication_state),
+            timeline: local.postgres.timeline,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+fn replication_state(status: &ServerStatus) -> String {
+    if status.is_streaming() {
+        "streaming".to_owned()
+    } else {
+        "in archive recovery".to_owned()
+    }
+}
+
+fn member_state(local: &Local, long: Option<LongAction>) -> MemberState {
+    let text = match long {
+        Some(LongAction::Bootstrap) => "initializing new cluster",
+        Some(LongAction::Basebackup) => "creating replica",
+        Some(LongAction::Rewind) => "running pg_rewind",
+        Some(LongAction::Restart) if local.status.is_none() => "starting",
+        _ => match local.postgres.state {
+            PgState::Primary | PgState::Replica => return MemberState::Running,
+            PgState::Starting => "starting",
+            PgState::Stopped { .. } => "stopped",
+        },
+    };
+    MemberState::Other(text.to_owned())
+}
+
+fn role(local: &Local) -> Role {
+    match (&local.postgres.data_dir, local.postgres.state) {
+        (DataDir::Empty, _) => Role::Uninitialized,
+        (_, PgState::Primary) => Role::Primary,
+        (_, PgState::Stopped { was_primary: true }) => Role::Demoted,
+        _ => Role::Replica,
+    }
+}
+
+/// Unix seconds now, for `dcs_last_seen`.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
