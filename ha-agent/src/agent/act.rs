@@ -222,6 +222,18 @@ impl Agent {
                 if local.postgres.state == PgState::Replica
                     && let Some(cluster) = cluster
                 {
+                    if let Some(leader) = diverged_from(cluster, local) {
+                        // Streaming cannot resume past a fork; a stopped server is
+                        // rewound on its way back (see `rewind_source`).
+                        tracing::warn!(
+                            "this replica's timeline forked off before its position: \
+                             stopping it to rewind onto {leader}'s timeline"
+                        );
+                        if let Err(error) = self.pg.stop(StopMode::Fast).await {
+                            tracing::error!("cannot stop PostgreSQL to rewind it: {error}");
+                        }
+                        return CycleEnd::Again;
+                    }
                     let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
                     match self.pg.follow(&standby).await {
                         Ok(true) => tracing::info!(
@@ -393,15 +405,16 @@ impl Agent {
         }
     }
 
-    /// Where to rewind from: a former primary joining a leader on a later timeline, when
-    /// `use_pg_rewind` is on. `pg_rewind` itself finds out whether the histories diverged.
+    /// Where to rewind from: a stopped server joining a leader on a later timeline, when
+    /// `use_pg_rewind` is on. `pg_rewind` itself finds out whether the histories
+    /// diverged, and changes nothing when they did not.
     fn rewind_source(
         &self,
         cluster: &ClusterState,
         upstream: Option<&str>,
         local: &Local,
     ) -> Option<Conninfo> {
-        let PgState::Stopped { was_primary: true } = local.postgres.state else {
+        let PgState::Stopped { .. } = local.postgres.state else {
             return None;
         };
         let enabled = self
@@ -416,8 +429,8 @@ impl Agent {
         let later = leader.data.timeline? > local.postgres.timeline?;
         if later && !enabled {
             tracing::warn!(
-                "this former primary may have diverged from {} and use_pg_rewind is off: \
-                 it may not be able to stream; reinitialize it if so",
+                "{} is on a later timeline and use_pg_rewind is off: if this member's \
+                 history diverged it cannot stream; reinitialize it then",
                 leader.name
             );
         }
@@ -616,6 +629,26 @@ impl Agent {
         peers.sort_by(|a, b| a.name.cmp(&b.name));
         peers
     }
+}
+
+/// The leader's name when this running replica cannot stream from it: it is not
+/// streaming, the leader is on a later timeline, and `/history` says our timeline ended
+/// before the position we already replayed (the server's log says "forked off current
+/// database system timeline ... before current recovery point").
+fn diverged_from(cluster: &ClusterState, local: &Local) -> Option<String> {
+    let status = local.status.as_ref()?;
+    if status.is_streaming() {
+        return None;
+    }
+    let leader = cluster.leader_member()?;
+    let ours = local.postgres.timeline?;
+    if leader.data.timeline? <= ours {
+        return None;
+    }
+    let position = status.wal.replay.max(status.wal.receive)?;
+    let history = &cluster.history.as_ref()?.value;
+    let switch = history.lines.iter().find(|line| line.timeline == ours)?;
+    (position > switch.lsn).then(|| leader.name.clone())
 }
 
 /// `initdb`, `bootstrap.pg_hba`, the first start as a primary, the users.
