@@ -198,7 +198,6 @@ struct Agent {
     leader_cache: leader::Cache,
     /// How PostgreSQL was last told to stream (`None`: as a primary, or not yet).
     standby: Option<crate::postgres::StandbySettings>,
-    server_version: Option<(u32, u32)>,
 }
 
 /// How a cycle ended.
@@ -296,7 +295,6 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         dcs_last_seen: 0,
         leader_cache: leader::Cache::default(),
         standby: None,
-        server_version: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     agent.shut_down().await;

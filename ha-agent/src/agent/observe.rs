@@ -46,7 +46,6 @@ impl Agent {
         }
         let running = self.pg.is_running().await.unwrap_or(false);
         if !running {
-            self.server_version = None;
             let control = self.pg.control_data().await.ok();
             return Local {
                 postgres: LocalPostgres {
@@ -61,30 +60,19 @@ impl Agent {
             };
         }
         match self.pg.status().await {
-            Ok(status) => {
-                if self.server_version.is_none() {
-                    self.server_version = self
-                        .pg
-                        .query("SHOW server_version_num")
-                        .await
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                        .map(|v| (v, 0));
-                }
-                Local {
-                    postgres: LocalPostgres {
-                        data_dir,
-                        state: if status.in_recovery {
-                            PgState::Replica
-                        } else {
-                            PgState::Primary
-                        },
-                        timeline: status.timeline,
-                        wal: status.wal,
+            Ok(status) => Local {
+                postgres: LocalPostgres {
+                    data_dir,
+                    state: if status.in_recovery {
+                        PgState::Replica
+                    } else {
+                        PgState::Primary
                     },
-                    status: Some(status),
-                }
-            }
+                    timeline: status.timeline,
+                    wal: status.wal,
+                },
+                status: Some(status),
+            },
             Err(error) => {
                 tracing::debug!("PostgreSQL does not answer yet: {error}");
                 Local {
@@ -115,14 +103,14 @@ impl Agent {
             DataDir::Empty => None,
         };
         node.postgres = local.status.as_ref().map(|status| PostgresStatus {
-            postmaster_start_time: None,
-            server_version: self.server_version.map_or(0, |(v, _)| v),
+            postmaster_start_time: status.postmaster_start.and_then(unix_time),
+            server_version: status.server_version,
             xlog: if status.in_recovery {
                 Xlog::Replica {
                     received_location: status.wal.receive.or(status.wal.replay).unwrap_or_default(),
                     replayed_location: status.wal.replay.unwrap_or_default(),
-                    replayed_timestamp: None,
-                    paused: false,
+                    replayed_timestamp: status.replay_timestamp.and_then(unix_time),
+                    paused: status.replay_paused,
                 }
             } else {
                 Xlog::Primary {
@@ -188,6 +176,12 @@ fn role(local: &Local) -> Role {
         (_, PgState::Stopped { was_primary: true }) => Role::Demoted,
         _ => Role::Replica,
     }
+}
+
+/// A time given as Unix seconds; `None` when out of range.
+fn unix_time(seconds: f64) -> Option<SystemTime> {
+    let since = std::time::Duration::try_from_secs_f64(seconds).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(since)
 }
 
 /// Unix seconds now, for `dcs_last_seen`.

@@ -5,7 +5,7 @@ use crate::ha::WalPosition;
 use super::PostgresError;
 
 /// A running server's answer to [`Postgres::status`](super::Postgres::status).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerStatus {
     /// `pg_is_in_recovery()`: a replica (or a primary still promoting).
     pub in_recovery: bool,
@@ -21,6 +21,14 @@ pub struct ServerStatus {
     pub sender_host: Option<String>,
     /// The database system identifier.
     pub system_id: String,
+    /// `server_version_num`, e.g. `150004`.
+    pub server_version: u32,
+    /// `pg_postmaster_start_time()`, as seconds since the Unix epoch.
+    pub postmaster_start: Option<f64>,
+    /// `pg_last_xact_replay_timestamp()` (replicas), as seconds since the Unix epoch.
+    pub replay_timestamp: Option<f64>,
+    /// `pg_is_wal_replay_paused()` (replicas).
+    pub replay_paused: bool,
 }
 
 impl ServerStatus {
@@ -44,7 +52,11 @@ pg_catalog.pg_last_wal_receive_lsn() - '0/0', \
 pg_catalog.pg_last_wal_replay_lsn() - '0/0', \
 (SELECT status FROM pg_catalog.pg_stat_get_wal_receiver()), \
 (SELECT sender_host FROM pg_catalog.pg_stat_get_wal_receiver()), \
-(SELECT system_identifier FROM pg_catalog.pg_control_system())";
+(SELECT system_identifier FROM pg_catalog.pg_control_system()), \
+pg_catalog.current_setting('server_version_num'), \
+extract(epoch FROM pg_catalog.pg_postmaster_start_time()), \
+extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()), \
+CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END";
 
 /// Parses the output of [`STATUS_SQL`] (`psql -A -t`: `|`-separated, NULL as empty).
 pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> {
@@ -62,6 +74,10 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         receiver,
         sender,
         system_id,
+        version,
+        started,
+        replayed_at,
+        paused,
     ] = fields.as_slice()
     else {
         return Err(unexpected());
@@ -74,6 +90,13 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         }
     };
     let text = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    let epoch = |text: &str| -> Result<Option<f64>, PostgresError> {
+        if text.is_empty() {
+            Ok(None)
+        } else {
+            text.parse().map(Some).map_err(|_| unexpected())
+        }
+    };
     Ok(ServerStatus {
         in_recovery: match *recovery {
             "t" => true,
@@ -89,6 +112,10 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         receiver: text(receiver),
         sender_host: text(sender),
         system_id: text(system_id).ok_or_else(unexpected)?,
+        server_version: version.parse().map_err(|_| unexpected())?,
+        postmaster_start: epoch(started)?,
+        replay_timestamp: epoch(replayed_at)?,
+        replay_paused: *paused == "t",
     })
 }
 
@@ -166,29 +193,44 @@ mod tests {
 
     #[test]
     fn primary_status_has_a_flush_position_and_no_receiver() {
-        let status = parse_status("f|2|50331800|||||7268616322854375442\n").unwrap();
+        let status =
+            parse_status("f|2|50331800|||||7268616322854375442|150004|1795780000.25||f\n").unwrap();
         assert!(!status.in_recovery);
         assert_eq!(status.timeline, Some(2));
         assert_eq!(status.wal.flush, Some(50_331_800));
         assert_eq!(status.wal.receive, None);
         assert!(!status.is_streaming());
         assert_eq!(status.system_id, "7268616322854375442");
+        assert_eq!(status.server_version, 150_004);
+        assert_eq!(status.postmaster_start, Some(1_795_780_000.25));
+        assert_eq!(
+            (status.replay_timestamp, status.replay_paused),
+            (None, false)
+        );
     }
 
     #[test]
     fn streaming_replica_status_has_receive_and_replay_positions() {
         let status =
-            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442").unwrap();
+            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442|150004|1795780000|1795780100.5|t").unwrap();
         assert!(status.in_recovery);
         assert!(status.is_streaming());
         assert_eq!(status.wal.receive, Some(67_420_024));
         assert_eq!(status.wal.replay, Some(67_419_000));
         assert_eq!(status.sender_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(status.replay_timestamp, Some(1_795_780_100.5));
+        assert!(status.replay_paused);
     }
 
     #[test]
     fn garbled_status_is_an_error_not_a_guess() {
-        for output in ["", "x|1||||||1", "t|one||||||1", "t|1|||||"] {
+        for output in [
+            "",
+            "x|1||||||1|150004|||f",
+            "t|one||||||1|150004|||f",
+            "t|1|||||",
+            "t|1||||||1|15.4|||f",
+        ] {
             assert!(
                 matches!(parse_status(output), Err(PostgresError::Unexpected { .. })),
                 "{output:?}"
