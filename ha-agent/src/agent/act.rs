@@ -189,10 +189,9 @@ impl Agent {
         } = decision;
         match lease {
             LeaseStep::Renew => match self.renew().await {
-                Renewed::Yes => {}
                 Renewed::Lost => return CycleEnd::Again,
                 Renewed::Failed if action.needs_lock() => return CycleEnd::Sleep,
-                Renewed::Failed => {}
+                Renewed::Yes | Renewed::Failed => {}
             },
             LeaseStep::Forget => self.forget_lease(primary),
             // A demotion gives the lock up only once PostgreSQL stopped.
@@ -205,7 +204,11 @@ impl Agent {
         }
         let cluster = o.cluster();
         match action {
-            Action::Wait | Action::StayPrimary | Action::ProbePeers { .. } => CycleEnd::Sleep,
+            // The lease step already released the lock for `ReleaseLeader`.
+            Action::Wait
+            | Action::StayPrimary
+            | Action::ProbePeers { .. }
+            | Action::ReleaseLeader => CycleEnd::Sleep,
             Action::Promote => {
                 let pg = self.pg.clone();
                 self.standby = None;
@@ -255,31 +258,14 @@ impl Agent {
                 self.demote(mode).await;
                 CycleEnd::Again
             }
-            Action::ReleaseLeader => CycleEnd::Sleep,
             Action::RaceToBootstrap => self.bootstrap().await,
             Action::CloneFrom { member } => {
                 self.clone_from(cluster, &member);
                 CycleEnd::Sleep
             }
             Action::ExitWrongCluster { .. } => CycleEnd::Exit(super::AgentError::WrongCluster(
-                format!("stopping: {}", self.node_reason(o)),
+                format!("stopping: {}", wrong_cluster_reason(o)),
             )),
-        }
-    }
-
-    fn node_reason(&self, o: &Observation) -> String {
-        match (
-            &o.postgres.data_dir,
-            o.cluster().and_then(|c| c.initialize.as_ref()),
-        ) {
-            (DataDir::Initialized { system_id }, Some(init)) => format!(
-                "the data directory belongs to another cluster: system id {system_id}, the \
-                 cluster's is {}",
-                init.value.to_value_string()
-            ),
-            _ => "the cluster is not initialized and PostgreSQL runs as a replica: start the \
-                  agent on the primary first"
-                .to_owned(),
         }
     }
 
@@ -628,6 +614,23 @@ impl Agent {
         }
         peers.sort_by(|a, b| a.name.cmp(&b.name));
         peers
+    }
+}
+
+/// Why the data directory may not be used in this cluster.
+fn wrong_cluster_reason(o: &Observation) -> String {
+    match (
+        &o.postgres.data_dir,
+        o.cluster().and_then(|c| c.initialize.as_ref()),
+    ) {
+        (DataDir::Initialized { system_id }, Some(init)) => format!(
+            "the data directory belongs to another cluster: system id {system_id}, the \
+             cluster's is {}",
+            init.value.to_value_string()
+        ),
+        _ => "the cluster is not initialized and PostgreSQL runs as a replica: start the \
+              agent on the primary first"
+            .to_owned(),
     }
 }
 

@@ -126,19 +126,20 @@ fn fire(data_dir: &std::path::Path) {
     let pid = std::fs::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
         .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok());
-    match pid {
-        Some(pid) => match kill(Pid::from_raw(pid), Signal::SIGQUIT) {
-            Ok(()) => tracing::error!(
-                "dead-man switch: the leader lease was not renewed in time; \
-                 stopped PostgreSQL (pid {pid}) with an immediate shutdown"
-            ),
-            Err(error) => tracing::error!(
-                "dead-man switch: the leader lease was not renewed in time; \
-                 could not signal the postmaster (pid {pid}): {error}"
-            ),
-        },
-        None => tracing::warn!(
+    let Some(pid) = pid else {
+        tracing::warn!(
             "dead-man switch: the leader lease was not renewed in time; PostgreSQL is not running"
+        );
+        return;
+    };
+    match kill(Pid::from_raw(pid), Signal::SIGQUIT) {
+        Ok(()) => tracing::error!(
+            "dead-man switch: the leader lease was not renewed in time; \
+             stopped PostgreSQL (pid {pid}) with an immediate shutdown"
+        ),
+        Err(error) => tracing::error!(
+            "dead-man switch: the leader lease was not renewed in time; \
+             could not signal the postmaster (pid {pid}): {error}"
         ),
     }
 }
@@ -179,6 +180,8 @@ mod tests {
 
     #[test]
     fn stops_the_process_named_in_postmaster_pid() {
+        use std::os::unix::process::ExitStatusExt as _;
+
         let dir = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -192,7 +195,6 @@ mod tests {
         let deadman = DeadMan::start(dir.path().to_owned()).unwrap();
         deadman.arm(Instant::now());
         let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt as _;
         assert_eq!(status.signal(), Some(nix::libc::SIGQUIT));
         assert!(wait_for(&deadman, 1));
     }

@@ -245,10 +245,11 @@ impl Agent {
                     .is_none_or(|c| c.leader.is_none())
                 {
                     Some("Cluster has no leader, can not reinitialize".to_owned())
-                } else if let Some(long) = self.long.as_ref().filter(|_| !force) {
-                    Some(format!("{} is in progress", long.kind.as_str()))
                 } else {
-                    None
+                    self.long
+                        .as_ref()
+                        .filter(|_| !force)
+                        .map(|long| format!("{} is in progress", long.kind.as_str()))
                 };
                 if let Some(message) = refusal {
                     let _ = reply.send(LocalReply {
@@ -404,9 +405,9 @@ mod tests {
         let lines =
             parse_history_file("1\t0/3000060\tno recovery target specified\n\n2\t0/5000000\tx\n");
         assert_eq!(lines.len(), 2);
-        assert_eq!((lines[0].timeline, lines[0].lsn), (1, 0x3000060));
+        assert_eq!((lines[0].timeline, lines[0].lsn), (1, 0x0300_0060));
         assert_eq!(lines[0].reason, "no recovery target specified");
-        assert_eq!((lines[1].timeline, lines[1].lsn), (2, 0x5000000));
+        assert_eq!((lines[1].timeline, lines[1].lsn), (2, 0x0500_0000));
     }
 
     #[test]

@@ -14,9 +14,9 @@
 //! tasks beside the loop, which keeps renewing the lease meanwhile.
 //!
 //! # Safety
-//! - The loop counts a lease as expired [`LEASE_MARGIN`]-ish before its `valid_until`
-//!   (see [`Margins`]) and bounds every DCS call by the time left, so a slow or frozen
-//!   store cannot keep it from demoting in time.
+//! - The loop counts a lease as expired a margin before its `valid_until` (a tenth of the
+//!   ttl, between 0.5 and 2 s) and bounds every DCS call by the time left, so a slow or
+//!   frozen store cannot keep it from demoting in time.
 //! - The [`DeadMan`] switch fires shortly after that, and still before `valid_until`,
 //!   if the loop did not stop PostgreSQL itself.
 //! - PostgreSQL runs as the agent's own user (the agent refuses to run as root).
@@ -218,11 +218,12 @@ enum CycleEnd {
 /// [`AgentError`]: the REST API's port is taken, a signal handler or the dead-man
 /// thread could not be set up, or the data directory belongs to another cluster.
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
     let unsupported = api::unsupported_restapi_settings(&config.restapi);
     if !unsupported.is_empty() {
         return Err(AgentError::Unsupported(unsupported));
     }
-    use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;

@@ -8,7 +8,7 @@ use dcs_core::model::{MemberData, MemberState, Role};
 use super::Agent;
 use crate::api::{PostgresStatus, Xlog};
 use crate::ha::{DataDir, LocalPostgres, LongAction, PgState, WalPosition};
-use crate::postgres::ServerStatus;
+use crate::postgres::{ControlData, ServerStatus};
 
 /// The local PostgreSQL this cycle: what `decide` needs and the status query's answer.
 pub(super) struct Local {
@@ -51,7 +51,7 @@ impl Agent {
                 postgres: LocalPostgres {
                     data_dir,
                     state: PgState::Stopped {
-                        was_primary: control.as_ref().is_some_and(|c| c.was_primary()),
+                        was_primary: control.as_ref().is_some_and(ControlData::was_primary),
                     },
                     timeline: control.as_ref().map(|c| c.timeline),
                     wal: WalPosition::default(),
