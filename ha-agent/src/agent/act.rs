@@ -308,6 +308,10 @@ impl Agent {
     }
 
     async fn demote(&mut self, mode: DemoteMode) {
+        if self.never_demote && mode == DemoteMode::Immediate {
+            tracing::error!("{}=1: not demoting", super::UNSAFE_NEVER_DEMOTE_VAR);
+            return;
+        }
         let stop = match mode {
             DemoteMode::Immediate => StopMode::Immediate,
             DemoteMode::Graceful => StopMode::Fast,

@@ -42,6 +42,12 @@ use crate::ha::{LeaseState, LongAction, Settings};
 use crate::postgres::{OsUser, Postgres, PostgresOptions};
 pub use deadman::DeadMan;
 
+/// The test-only environment variable that turns off every safety stop: set to `1`, the
+/// agent never demotes a primary on its own (lease lost or expired, another holder) and
+/// never arms the dead-man switch. The chaos harness's negative control uses it to show
+/// that its checker catches two writable primaries; nothing else may.
+pub const UNSAFE_NEVER_DEMOTE_VAR: &str = "HA_AGENT_TEST_UNSAFE_NEVER_DEMOTE";
+
 /// The Patroni version the agent publishes in its member key and `/patroni`: peers and
 /// `patronictl` choose code paths by it, so it names the Patroni release whose behaviour
 /// the agent follows.
@@ -196,6 +202,8 @@ struct Agent {
     node: NodeStatus,
     dcs_last_seen: u64,
     leader_cache: leader::Cache,
+    /// [`UNSAFE_NEVER_DEMOTE_VAR`]: the negative control's broken agent.
+    never_demote: bool,
     /// How PostgreSQL was last told to stream (`None`: as a primary, or not yet).
     standby: Option<crate::postgres::StandbySettings>,
 }
@@ -295,12 +303,25 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         node,
         dcs_last_seen: 0,
         leader_cache: leader::Cache::default(),
+        never_demote: unsafe_never_demote(),
         standby: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     agent.shut_down().await;
     api.abort();
     result
+}
+
+/// Whether the test-only [`UNSAFE_NEVER_DEMOTE_VAR`] is set, said loudly when it is.
+fn unsafe_never_demote() -> bool {
+    let set = std::env::var(UNSAFE_NEVER_DEMOTE_VAR).is_ok_and(|v| v == "1");
+    if set {
+        tracing::error!(
+            "{UNSAFE_NEVER_DEMOTE_VAR}=1: this agent will NOT demote a primary that lost its \
+             lease and has no dead-man switch. Test use only: it allows two primaries."
+        );
+    }
+    set
 }
 
 /// Connects to the DCS, retrying every few seconds until it answers or the agent is told
@@ -414,6 +435,9 @@ impl Agent {
 
     /// Arms the dead-man switch for `lease`.
     fn arm_deadman(&self, lease: &LeaderLease) {
+        if self.never_demote {
+            return;
+        }
         self.deadman
             .arm((lease.valid_until() - self.margins.deadman_margin).into_std());
     }
