@@ -26,6 +26,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ctl") => runtime().block_on(ha_agent::ctl::run(args[1..].to_vec())),
+        // Internal: the dead-man guardian the agent starts for itself.
+        Some("--dead-man") => match args.get(1..) {
+            Some([data_dir]) => {
+                ha_agent::log::init(tracing::Level::INFO);
+                ha_agent::agent::run_guardian(PathBuf::from(data_dir))
+            }
+            _ => usage_error("--dead-man takes the data directory"),
+        },
         Some("--version" | "-V") => {
             println!("ha-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -15,6 +15,10 @@ use crate::ha::{
 };
 use crate::postgres::{Conninfo, Postgres, StandbySettings, StopMode};
 
+/// How many cycles in a row a replica must fail to stream past a fork before it is
+/// stopped for a rewind.
+const DIVERGED_CYCLES: u32 = 3;
+
 /// How a long action ended.
 pub(super) enum LongOutcome {
     /// `initdb`, the first start and the users are done; `initialize` is ours at this
@@ -212,44 +216,31 @@ impl Agent {
             Action::Promote => {
                 let pg = self.pg.clone();
                 self.standby = None;
+                // Until the checkpoint after promotion, the new primary's pg_control still
+                // names the old timeline and pg_rewind against it would compute the wrong
+                // fork point: the member key says so, and replicas wait.
+                self.checkpoint_pending = true;
                 self.start_long(LongAction::Promote, None, async move {
-                    match pg.promote().await {
-                        Ok(()) => LongOutcome::Done("promoted PostgreSQL".into()),
-                        Err(error) => LongOutcome::Failed(format!("promote failed: {error}")),
+                    if let Err(error) = pg.promote().await {
+                        return LongOutcome::Failed(format!("promote failed: {error}"));
+                    }
+                    match pg.query("CHECKPOINT").await {
+                        Ok(_) => LongOutcome::Done("promoted PostgreSQL".into()),
+                        Err(error) => LongOutcome::Failed(format!(
+                            "promoted PostgreSQL, but the checkpoint after it failed: {error}"
+                        )),
                     }
                 });
                 CycleEnd::Sleep
             }
             Action::AcquireLeader => self.acquire().await,
-            Action::Follow { upstream, slot } => {
-                if local.postgres.state == PgState::Replica
-                    && let Some(cluster) = cluster
-                {
-                    if let Some(leader) = diverged_from(cluster, local) {
-                        // Streaming cannot resume past a fork; a stopped server is
-                        // rewound on its way back (see `rewind_source`).
-                        tracing::warn!(
-                            "this replica's timeline forked off before its position: \
-                             stopping it to rewind onto {leader}'s timeline"
-                        );
-                        if let Err(error) = self.pg.stop(StopMode::Fast).await {
-                            tracing::error!("cannot stop PostgreSQL to rewind it: {error}");
-                        }
-                        return CycleEnd::Again;
-                    }
-                    let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
-                    match self.pg.follow(&standby).await {
-                        Ok(true) => tracing::info!(
-                            "following {} now",
-                            upstream.as_deref().unwrap_or("no leader")
-                        ),
-                        Ok(false) => {}
-                        Err(error) => tracing::error!("cannot follow the new upstream: {error}"),
-                    }
-                    self.standby = Some(standby);
+            Action::Follow { upstream, slot } => match cluster {
+                Some(cluster) if local.postgres.state == PgState::Replica => {
+                    self.follow(cluster, upstream.as_deref(), &slot, local)
+                        .await
                 }
-                CycleEnd::Sleep
-            }
+                _ => CycleEnd::Sleep,
+            },
             Action::StartPostgres { role } => {
                 self.start_postgres(role, cluster, local);
                 CycleEnd::Sleep
@@ -267,6 +258,47 @@ impl Agent {
                 format!("stopping: {}", wrong_cluster_reason(o)),
             )),
         }
+    }
+
+    /// Keeps a running replica streaming from `upstream`; stops one that keeps failing to
+    /// stream past a fork, so its next start rewinds it.
+    async fn follow(
+        &mut self,
+        cluster: &ClusterState,
+        upstream: Option<&str>,
+        slot: &str,
+        local: &Local,
+    ) -> CycleEnd {
+        let diverged = diverged_from(cluster, local);
+        self.diverged_cycles = if diverged.is_some() {
+            self.diverged_cycles + 1
+        } else {
+            0
+        };
+        // A replica may take a few seconds to start streaming after a switch (and its
+        // checkpoint's timeline lags behind): only one that keeps failing is stopped.
+        if let Some(leader) = diverged.filter(|_| self.diverged_cycles >= DIVERGED_CYCLES) {
+            self.diverged_cycles = 0;
+            self.needs_rewind = true;
+            // Streaming cannot resume past a fork; a stopped server is rewound on its
+            // way back (see `rewind_source`).
+            tracing::warn!(
+                "this replica's timeline forked off before its position: stopping it to \
+                 rewind onto {leader}'s timeline"
+            );
+            if let Err(error) = self.pg.stop(StopMode::Fast).await {
+                tracing::error!("cannot stop PostgreSQL to rewind it: {error}");
+            }
+            return CycleEnd::Again;
+        }
+        let standby = self.standby_settings(cluster, upstream, slot);
+        match self.pg.follow(&standby).await {
+            Ok(true) => tracing::info!("following {} now", upstream.unwrap_or("no leader")),
+            Ok(false) => {}
+            Err(error) => tracing::error!("cannot follow the new upstream: {error}"),
+        }
+        self.standby = Some(standby);
+        CycleEnd::Sleep
     }
 
     async fn apply_effect(&mut self, effect: Effect) {
@@ -320,6 +352,7 @@ impl Agent {
             long.task.abort();
             tracing::info!("abandoned {} to demote", long.kind.as_str());
         }
+        self.checkpoint_pending = false;
         match self.pg.stop(stop).await {
             Ok(_) => {
                 tracing::info!("demoted: PostgreSQL stopped ({})", stop.as_str());
@@ -374,6 +407,13 @@ impl Agent {
                 let Some(cluster) = cluster else { return };
                 let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
                 self.standby = Some(standby.clone());
+                if cluster
+                    .leader_member()
+                    .is_some_and(|l| l.data.checkpoint_after_promote() == Some(false))
+                {
+                    tracing::info!("waiting for the new leader's checkpoint after promote");
+                    return;
+                }
                 let rewind_from = self.rewind_source(cluster, upstream.as_deref(), local);
                 let kind = if rewind_from.is_some() {
                     LongAction::Rewind
@@ -395,18 +435,21 @@ impl Agent {
         }
     }
 
-    /// Where to rewind from: a stopped server joining a leader on a later timeline, when
-    /// `use_pg_rewind` is on. `pg_rewind` itself finds out whether the histories
-    /// diverged, and changes nothing when they did not.
+    /// Where to rewind from: a stopped former primary (or a replica found unable to stream
+    /// past a fork) joining a leader on a later timeline, when `use_pg_rewind` is on.
+    /// `pg_rewind` itself finds out whether the histories diverged.
     fn rewind_source(
         &self,
         cluster: &ClusterState,
         upstream: Option<&str>,
         local: &Local,
     ) -> Option<Conninfo> {
-        let PgState::Stopped { .. } = local.postgres.state else {
+        let PgState::Stopped { was_primary } = local.postgres.state else {
             return None;
         };
+        if !was_primary && !self.needs_rewind {
+            return None;
+        }
         let enabled = self
             .config
             .postgresql
@@ -523,6 +566,11 @@ impl Agent {
             ),
             LongOutcome::Done(message) => {
                 tracing::info!("{message}");
+                match long.kind {
+                    LongAction::Promote => self.checkpoint_pending = false,
+                    LongAction::Rewind => self.needs_rewind = false,
+                    _ => {}
+                }
                 (
                     None,
                     LocalReply {
@@ -533,8 +581,12 @@ impl Agent {
             }
             LongOutcome::Failed(message) => {
                 tracing::error!("{message}");
-                if long.kind == LongAction::Bootstrap {
-                    self.abandon_bootstrap().await;
+                match long.kind {
+                    LongAction::Bootstrap => self.abandon_bootstrap().await,
+                    // A promotion that failed, or whose checkpoint failed: nothing left to
+                    // wait for (a checkpoint will come with the next one anyway).
+                    LongAction::Promote => self.checkpoint_pending = false,
+                    _ => {}
                 }
                 (
                     None,

@@ -40,7 +40,7 @@ use crate::api::{self, Control, LocalRequest, NodeStatus, Snapshot};
 use crate::config::Config;
 use crate::ha::{LeaseState, LongAction, Settings};
 use crate::postgres::{OsUser, Postgres, PostgresOptions};
-pub use deadman::DeadMan;
+pub use deadman::{DeadMan, run_guardian};
 
 /// The test-only environment variable that turns off every safety stop: set to `1`, the
 /// agent never demotes a primary on its own (lease lost or expired, another holder) and
@@ -202,6 +202,14 @@ struct Agent {
     node: NodeStatus,
     dcs_last_seen: u64,
     leader_cache: leader::Cache,
+    /// Promoted, and the checkpoint after it has not finished (published as Patroni's
+    /// `checkpoint_after_promote: false`).
+    checkpoint_pending: bool,
+    /// Consecutive cycles this running replica could not stream past a fork.
+    diverged_cycles: u32,
+    /// This replica was found forked off the leader's timeline: rewind it at its next
+    /// start even though it was not a primary.
+    needs_rewind: bool,
     /// [`UNSAFE_NEVER_DEMOTE_VAR`]: the negative control's broken agent.
     never_demote: bool,
     /// How PostgreSQL was last told to stream (`None`: as a primary, or not yet).
@@ -282,7 +290,15 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
     ));
 
     let pg = Postgres::new(PostgresOptions::from_config(&config, OsUser::current()));
-    let deadman = DeadMan::start(pg.options().data_dir.clone()).map_err(AgentError::DeadMan)?;
+    let data_dir = pg.options().data_dir.clone();
+    let mut deadman = DeadMan::start(data_dir.clone()).map_err(AgentError::DeadMan)?;
+    match std::env::current_exe() {
+        Ok(program) => deadman = deadman.with_guardian(&program, &data_dir),
+        Err(error) => tracing::warn!(
+            "cannot find the agent's own program for the dead-man guardian ({error}): a \
+             frozen or killed agent will not have its primary stopped"
+        ),
+    }
     let settings = Settings::from_config(&config.bootstrap.dcs);
     let mut agent = Agent {
         margins: Margins::for_ttl(config.timing().ttl()),
@@ -304,6 +320,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         dcs_last_seen: 0,
         leader_cache: leader::Cache::default(),
         never_demote: unsafe_never_demote(),
+        checkpoint_pending: false,
+        diverged_cycles: 0,
+        needs_rewind: false,
         standby: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
@@ -435,7 +454,10 @@ impl Agent {
 
     /// Arms the dead-man switch for `lease`.
     fn arm_deadman(&self, lease: &LeaderLease) {
-        if self.never_demote {
+        // Paused, the operator is in charge and a primary outlives its lease, as in
+        // Patroni (which disables its watchdog in pause).
+        if self.never_demote || self.settings.pause {
+            self.deadman.disarm();
             return;
         }
         self.deadman
@@ -478,6 +500,8 @@ impl Agent {
             tracing::info!(
                 "paused: leaving PostgreSQL running and the leader key in place on shutdown"
             );
+            self.deadman.disarm();
+            self.deadman.flush(Duration::from_secs(1));
             return;
         }
         match self.pg.stop(crate::postgres::StopMode::Fast).await {
@@ -486,6 +510,7 @@ impl Agent {
             Err(error) => tracing::error!("stopping PostgreSQL on shutdown failed: {error}"),
         }
         self.deadman.disarm();
+        self.deadman.flush(Duration::from_secs(1));
         if let Some(lease) = self.lease.take() {
             match self.dcs.release_leader(lease).await {
                 Ok(()) => tracing::info!("released the leader lock"),

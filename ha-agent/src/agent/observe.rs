@@ -141,7 +141,14 @@ impl Agent {
             receive_lsn: status.filter(|s| s.in_recovery).and_then(|s| s.wal.receive),
             replication_state: status.filter(|s| s.in_recovery).map(replication_state),
             timeline: local.postgres.timeline,
-            extra: serde_json::Map::new(),
+            extra: if self.checkpoint_pending {
+                serde_json::Map::from_iter([(
+                    "checkpoint_after_promote".to_owned(),
+                    serde_json::Value::Bool(false),
+                )])
+            } else {
+                serde_json::Map::new()
+            },
         }
     }
 }

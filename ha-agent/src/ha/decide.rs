@@ -410,12 +410,23 @@ fn with_initialized_data(o: &Observation, cluster: &ClusterState, holder: bool) 
     if holder {
         return as_leader(o, cluster, failover, candidate_is_me);
     }
+    if cluster.leader.is_some() && o.lease == LeaseState::NotHeld {
+        // The key names us and we hold no lease: an acquire whose answer was lost, a
+        // lease the loop gave up on while the store kept it, or an earlier run of this
+        // agent. Acquiring is safe in every case: the store adopts a key bound to this
+        // client's live lease or session (`Won`), and answers `HeldBy` for an earlier
+        // one, which then expires. Waiting instead would never end in the first two
+        // cases, since our own member key keeps that session, and so the key, alive.
+        return plain(
+            Action::AcquireLeader,
+            format!("the leader key names me ({me}): taking it back if it is still mine"),
+        );
+    }
     if cluster.leader.is_some() {
-        // The key names us but belongs to an earlier holding (the agent restarted, or
-        // the lease was just forgotten): nobody else can take the lock until it expires,
-        // and neither can we. A running primary keeps running meanwhile, as in Patroni:
-        // once the key expires it wins the race, since every racer that reaches it sees
-        // a running primary and stands down.
+        // The key names us but this lease was just lost or forgotten: nobody else can
+        // take the lock until it expires, and neither can we. A running primary keeps
+        // running meanwhile, as in Patroni: once the key expires it wins the race, since
+        // every racer that reaches it sees a running primary and stands down.
         return plain(
             if primary {
                 Action::Wait

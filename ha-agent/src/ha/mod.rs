@@ -21,9 +21,11 @@
 //! - Paused, nothing is started, stopped, promoted or demoted automatically; only a
 //!   failover to a named candidate proceeds.
 //!
-//! - A running primary whose leader key still names it from an earlier holding (the agent
-//!   restarted) keeps running until the key expires and then retakes the lock, as in
-//!   Patroni: racers that reach it see a running primary and stand down.
+//! - A member without a lease whose name is in the leader key asks for the lock again: the
+//!   store adopts the key if it is bound to this client's live lease or session (an
+//!   acquire whose answer was lost), and otherwise reports it held until it expires. A
+//!   restarted agent's running primary keeps running meanwhile, as in Patroni: racers that
+//!   reach it see a running primary and stand down.
 //!
 //! # Assumptions
 //! - The act step renews before it acts and skips actions that

@@ -328,14 +328,24 @@ fn a_primary_keeps_its_role_exactly_while_its_lease_is_valid() {
 }
 
 #[test]
-fn a_lock_left_by_an_earlier_holding_of_ours_is_waited_out() {
+fn a_lock_left_by_an_earlier_holding_of_ours_is_taken_back_or_waited_out() {
     use LeaseStep::{Forget, None};
     check(vec![
         row(
-            "agent restarted while postgres runs as primary, key still names us → keeps running",
+            "agent restarted while postgres runs as primary, key still names us → takes it back \
+             (the store adopts it only if it is still this session's)",
             with(primary(three()), |o| o.lease = LeaseState::NotHeld),
             None,
-            Action::Wait,
+            Action::AcquireLeader,
+        ),
+        row(
+            "replica whose acquire answer was lost, key names us, no lease → takes it back",
+            with(replica(three().leader("pg1")), |o| {
+                o.me = LocalMember::new("pg1");
+                o.lease = LeaseState::NotHeld;
+            }),
+            None,
+            Action::AcquireLeader,
         ),
         row(
             "replica whose lease was lost while the stale snapshot still names it → follows nobody",
