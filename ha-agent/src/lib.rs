@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod api;
+mod civil;
 pub mod config;
 pub mod connect;
 pub mod ctl;

@@ -96,36 +96,12 @@ impl Visit for Fields<'_> {
 /// `YYYY-MM-DD HH:MM:SS,mmm` in UTC, Python logging's default shape.
 fn timestamp(now: SystemTime) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{},{:03}", format_utc(since), since.subsec_millis())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC for a time since the Unix epoch (whole seconds).
-pub(crate) fn format_utc(since: std::time::Duration) -> String {
-    let seconds = since.as_secs();
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let second_of_day = seconds % 86_400;
+    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
+        "{},{:03}",
+        crate::civil::format_utc(seconds, ' '),
+        since.subsec_millis()
     )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

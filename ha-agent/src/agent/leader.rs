@@ -355,10 +355,10 @@ fn parse_history_file(text: &str) -> Vec<HistoryLine> {
 /// Patroni writes history timestamps.
 fn iso_timestamp(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let line = crate::log::format_utc(since);
+    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     format!(
         "{}.{:06}+00:00",
-        line.replacen(' ', "T", 1),
+        crate::civil::format_utc(seconds, 'T'),
         since.subsec_micros()
     )
 }

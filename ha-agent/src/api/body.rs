@@ -454,35 +454,14 @@ fn host_port(conn_url: &str) -> Option<(String, Option<u16>)> {
 /// Python's `str(datetime)` of an aware UTC datetime: `YYYY-MM-DD HH:MM:SS[.ffffff]+00:00`.
 fn python_datetime(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
+    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let micros = since.subsec_micros();
     let fraction = if micros == 0 {
         String::new()
     } else {
         format!(".{micros:06}")
     };
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}{fraction}+00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    format!("{}{fraction}+00:00", crate::civil::format_utc(seconds, ' '))
 }
 
 #[cfg(test)]

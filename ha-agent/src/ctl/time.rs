@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::civil::{days_from_civil, days_in_month, format_utc};
+
 /// A point in time with the UTC offset it was given in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Scheduled {
@@ -48,7 +50,7 @@ impl Scheduled {
         if parts.next().is_some()
             || !(1..=12).contains(&month)
             || day < 1
-            || day > days_in_month(year, month)
+            || i64::from(day) > days_in_month(i64::from(year), i64::from(month))
             || hour > 23
             || minute > 59
             || second > 59
@@ -89,7 +91,7 @@ impl Scheduled {
                 )
             })?,
         };
-        let local = days_from_civil(year, month, day) * 86_400
+        let local = days_from_civil(i64::from(year), i64::from(month), i64::from(day)) * 86_400
             + i64::from(hour) * 3600
             + i64::from(minute) * 60
             + i64::from(second);
@@ -104,7 +106,7 @@ impl Scheduled {
     /// when not zero.
     pub(crate) fn iso(&self) -> String {
         let local = self.epoch + i64::from(self.offset_minutes) * 60;
-        let mut text = civil_text(local, 'T');
+        let mut text = format_utc(local, 'T');
         if self.micros != 0 {
             write!(text, ".{:06}", self.micros).expect("writing to a String cannot fail");
         }
@@ -133,60 +135,12 @@ fn numbers(text: &str, separator: char) -> Option<[u32; 3]> {
     parts.next().is_none().then_some(result)
 }
 
-fn is_leap(year: u32) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
-    let year = i64::from(year) - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// `YYYY-MM-DD<sep>HH:MM:SS` of seconds since the epoch (the inverse of
-/// [`days_from_civil`]).
-fn civil_text(epoch: i64, separator: char) -> String {
-    let days = epoch.div_euclid(86_400);
-    let seconds = epoch.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
-    )
-}
-
 /// patronictl's `timestamp()`: `2024-09-24 12:00:00.12345` (five fractional digits), or
 /// without the fraction when `fraction` is false. UTC (see the module docs).
 pub(crate) fn timestamp(now: SystemTime, fraction: bool) -> String {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    let mut text = civil_text(seconds, ' ');
+    let mut text = format_utc(seconds, ' ');
     if fraction {
         write!(text, ".{:05}", since.subsec_micros() / 10)
             .expect("writing to a String cannot fail");

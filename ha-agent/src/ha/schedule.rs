@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::civil::{days_from_civil, days_in_month};
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM|±HHMM)` (a space may replace the `T`,
 /// as Python's `isoformat(' ')` writes) into a wall-clock instant.
 ///
@@ -85,30 +87,6 @@ pub fn parse_scheduled_at(text: &str) -> Option<SystemTime> {
         SystemTime::UNIX_EPOCH.checked_sub(whole)?
     };
     instant.checked_add(Duration::from_nanos(u64::from(nanos)))
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
