@@ -157,12 +157,42 @@ fn median(values: &mut [Duration]) -> Duration {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
+/// Waits until one node is primary and every other node streams from it, as the
+/// primary's `pg_stat_replication` says: the same test for both agents, whatever their
+/// `/patroni` documents publish (Patroni 3.0.2 has no `replication_state`).
+async fn wait_healthy(cluster: &AgentCluster) -> Result<usize, FixtureError> {
+    let replicas = cluster.node_count() - 1;
+    let deadline = Instant::now() + HEAL;
+    loop {
+        if let [primary] = cluster.primaries().await[..] {
+            let streaming = cluster
+                .psql(
+                    primary,
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                )
+                .await;
+            if streaming.is_ok_and(|n| n.trim() == replicas.to_string()) {
+                return Ok(primary);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(FixtureError::Timeout {
+                what: "the cluster".to_owned(),
+                goal: format!("have one primary streaming to {replicas} replicas"),
+                after: HEAL,
+                log_tail: cluster.log_tails(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn run_scenario(
     cluster: &AgentCluster,
     writers: &Writers,
     scenario: Scenario,
 ) -> Result<Duration, FixtureError> {
-    let primary = cluster.wait_for_cluster(HEAL).await?;
+    let primary = wait_healthy(cluster).await?;
     // Writes flow before the fault, so the gap starts at a real acknowledgement.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fault = Instant::now();
@@ -219,10 +249,23 @@ async fn run_scenario(
 }
 
 /// The agent processes' RSS (MiB, summed) and CPU use (% of one core, summed, children
-/// such as `psql` included) over an idle window.
+/// such as `psql` included) over an idle window. `ha-agent`'s dead-man guardians
+/// (`ha-agent --dead-man <data_dir>`) count as part of it.
 async fn footprint(cluster: &AgentCluster) -> (f64, f64) {
     let pids: Vec<u32> = (0..cluster.node_count())
-        .filter_map(|i| pid_running(cluster.config_path(i)))
+        .flat_map(|i| {
+            let mut pids = processes_naming(cluster.config_path(i));
+            pids.extend(
+                processes_naming(&cluster.data_dir(i))
+                    .into_iter()
+                    .filter(|&pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                            cmdline.split(|&b| b == 0).any(|arg| arg == b"--dead-man")
+                        })
+                    }),
+            );
+            pids
+        })
         .collect();
     let ticks = |pids: &[u32]| -> u64 { pids.iter().map(|&pid| cpu_ticks(pid)).sum() };
     let before = ticks(&pids);
@@ -236,20 +279,22 @@ async fn footprint(cluster: &AgentCluster) -> (f64, f64) {
     (rss, cpu * 100.0)
 }
 
-/// The process whose command line names `config`.
-fn pid_running(config: &Path) -> Option<u32> {
-    let wanted = config.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .ok()?
+/// The processes whose command line names `path` (not the `setpriv` that started them).
+fn processes_naming(path: &Path) -> Vec<u32> {
+    let wanted = path.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
-        .find_map(|entry| {
+        .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             let is_setpriv = args.first().is_some_and(|arg0| arg0.ends_with(b"setpriv"));
-            let names_config = args.contains(&wanted.as_bytes());
-            (names_config && !is_setpriv).then_some(pid)
+            (args.contains(&wanted.as_bytes()) && !is_setpriv).then_some(pid)
         })
+        .collect()
 }
 
 /// utime + stime + cutime + cstime of `/proc/<pid>/stat`.
@@ -281,7 +326,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn bench(name: &'static str, binary: &Path, runs: usize) -> Result<Results, FixtureError> {
     let options = AgentClusterOptions::new(binary).with_timing(10, 2, 4);
     let cluster = AgentCluster::start(options).await?;
-    let primary = cluster.wait_for_cluster(HEAL).await?;
+    let primary = wait_healthy(&cluster).await?;
     cluster
         .psql(
             primary,
