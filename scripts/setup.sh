@@ -6,11 +6,12 @@
 #                                                       (kazoo: Patroni's ZooKeeper client)
 #   protobuf-compiler                                   protoc, which etcd-client's build needs
 #   iproute2, nftables                                  network namespaces for the chaos tests
+#   faketime                                            libfaketime: the chaos tests' agent clock jumps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server etcd-client zookeeper postgresql-15 patroni python3-kazoo protobuf-compiler
-    iproute2 nftables)
+    iproute2 nftables faketime)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then

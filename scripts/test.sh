@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export DCS_TEST_REQUIRE="${DCS_TEST_REQUIRE:-memory,etcd,zookeeper,postgres,patroni}"
+export DCS_TEST_REQUIRE="${DCS_TEST_REQUIRE:-memory,etcd,zookeeper,postgres,patroni,netns}"
 echo "test: DCS_TEST_REQUIRE=$DCS_TEST_REQUIRE"
 if (($#)); then
     cargo test "$@"
