@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -17,6 +16,7 @@ use serde_json::Value;
 
 use super::net::Network;
 use super::{ChaosError, ChaosOptions, Dcs};
+use crate::fixtures::agents::{postmaster_pid, stop_agents};
 use crate::fixtures::postgres::{bin_dir, server_user};
 use crate::fixtures::process::{OsUser, ProcessSpec, ServerProcess};
 
@@ -33,9 +33,6 @@ pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT
 
 /// The database superuser the clients write as.
 pub const SUPERUSER: &str = "postgres";
-
-/// How long an agent may take to stop after `SIGTERM` on cleanup before it is killed.
-const AGENT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// One node's processes.
 #[derive(Debug)]
@@ -277,30 +274,13 @@ impl Drop for Cluster {
             self.resume_postgres(i);
             let _ = self.resume_dcs(i);
         }
-        let mut agents: Vec<ServerProcess> = self
+        let agents: Vec<ServerProcess> = self
             .nodes
             .iter()
             .filter_map(|node| slot(&node.agent).take())
             .collect();
-        for agent in &mut agents {
-            agent.request_stop();
-        }
-        let deadline = Instant::now() + AGENT_STOP_GRACE;
-        // Drop cannot await; bounded by the grace period.
-        while agents.iter().any(|a| !a.has_exited()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for agent in agents {
-            if let Err(e) = agent.kill() {
-                eprintln!("chaos: cleanup: {e}");
-            }
-        }
-        for node in &self.nodes {
-            let data = node.dir.join("data");
-            if postmaster_pid(&data).is_some() {
-                stop_immediately(&self.bin_dir, &data, &self.user);
-            }
-        }
+        let data_dirs: Vec<PathBuf> = self.nodes.iter().map(|n| n.dir.join("data")).collect();
+        stop_agents(agents, &data_dirs, &self.bin_dir, &self.user);
         for pid in slot(&self.agent_pids).iter() {
             let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
             let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
@@ -604,29 +584,6 @@ fn log_tail(path: &Path, lines: usize) -> String {
             )
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
-fn postmaster_pid(data: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
-}
-
-fn stop_immediately(bin_dir: &Path, data: &Path, user: &OsUser) {
-    use std::os::unix::process::CommandExt as _;
-    let status = std::process::Command::new(bin_dir.join("pg_ctl"))
-        .args(["stop", "-m", "immediate", "-w", "-t", "20", "-D"])
-        .arg(data)
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .uid(user.uid)
-        .gid(user.gid)
-        .status();
-    if let Err(e) = status {
-        eprintln!("chaos: cleanup: pg_ctl stop -D {}: {e}", data.display());
     }
 }
 

@@ -3,7 +3,7 @@
 //! slows and shifts clocks; clients that write unique rows through every node; and the
 //! checkers of [`crate::checker`] over the recorded [`History`].
 //!
-//! [`run`] does one whole run and returns a [`Summary`]; the `chaos` binary and
+//! [`run`] does one whole run and returns its [`Summary`] and [`History`]; the `chaos` binary and
 //! `ha-agent/tests/chaos.rs` are thin shells around it.
 //!
 //! ```no_run
@@ -14,7 +14,7 @@
 //! let options = ChaosOptions::new(Dcs::Etcd, "target/release/ha-agent")
 //!     .with_duration(Duration::from_secs(120))
 //!     .with_seed(7);
-//! let summary = run(&options).await?;
+//! let (summary, _history) = run(&options).await?;
 //! assert!(summary.violations.is_empty(), "{summary}");
 //! # Ok(())
 //! # }
@@ -62,35 +62,8 @@ pub const NODES: usize = 3;
 /// How long the cluster may take to bootstrap, and to recover after the last heal.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Which DCS the hosts run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dcs {
-    /// A 3-member etcd cluster.
-    Etcd,
-    /// A 3-member ZooKeeper ensemble.
-    ZooKeeper,
-}
-
-impl Dcs {
-    /// Parses `etcd` or `zookeeper`.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "etcd" | "etcd3" => Some(Self::Etcd),
-            "zookeeper" | "zk" => Some(Self::ZooKeeper),
-            _ => None,
-        }
-    }
-
-    /// `etcd` or `zookeeper`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Etcd => "etcd",
-            Self::ZooKeeper => "zookeeper",
-        }
-    }
-}
+/// Which DCS the hosts run: a 3-member etcd cluster or ZooKeeper ensemble.
+pub use crate::fixtures::AgentDcs as Dcs;
 
 /// What one run does: `with_*` setters over the defaults (60 s of every fault kind, seed
 /// 1, `ttl` 10, `loop_wait` 2, `retry_timeout` 4).
