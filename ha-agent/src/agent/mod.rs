@@ -228,7 +228,8 @@ enum CycleEnd {
 
 /// Runs the agent until SIGTERM or SIGINT: connects to the DCS (retrying until it
 /// answers), serves the REST API, and runs the HA loop. On the way out it stops
-/// PostgreSQL (fast) and releases the leader lock, unless the cluster is paused.
+/// PostgreSQL (fast) and releases the leader lock, unless the cluster is paused; after an
+/// error (a data directory of another cluster) it leaves PostgreSQL alone.
 ///
 /// # Errors
 /// [`AgentError`]: the REST API's port is taken, a signal handler or the dead-man
@@ -326,7 +327,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         standby: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
-    agent.shut_down().await;
+    if result.is_ok() {
+        agent.shut_down().await;
+    } else {
+        // The data directory is not this cluster's: touch nothing, not even to stop it.
+        agent.deadman.disarm();
+        agent.deadman.flush(Duration::from_secs(1));
+    }
     api.abort();
     result
 }
