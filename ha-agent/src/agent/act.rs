@@ -93,12 +93,11 @@ impl Agent {
             {
                 return CycleEnd::Again;
             }
-            let peers = self
-                .probe_peers(
-                    members,
-                    observation.cluster().expect("decided with a snapshot"),
-                )
-                .await;
+            // `decide` asks for peers only with a snapshot; without one, nobody answered.
+            let peers = match observation.cluster() {
+                Some(cluster) => self.probe_peers(members, cluster).await,
+                None => Vec::new(),
+            };
             observation.peers = Some(peers);
             observation.lease = self.lease_state.clone();
             observation.now = Instant::now();
