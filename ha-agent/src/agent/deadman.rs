@@ -405,10 +405,24 @@ mod tests {
         use std::os::unix::process::ExitStatusExt as _;
 
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        // A stand-in postmaster that, like PostgreSQL, sets its own SIGQUIT handling: a
+        // test run started in the background inherits SIGQUIT ignored, which `sleep`
+        // would keep.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import signal, time; signal.signal(signal.SIGQUIT, signal.SIG_DFL); \
+                 print('ready', flush=True); time.sleep(30)",
+            ])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Armed only once the handler is in place, or the signal would be lost.
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready");
         std::fs::write(
             dir.path().join("postmaster.pid"),
             format!("{}\n", child.id()),
