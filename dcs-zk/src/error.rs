@@ -10,6 +10,7 @@
 //! | `InvalidAcl` | [`Error::InvalidConfig`] | `set_acls` is not acceptable to the server |
 //! | `Unimplemented`, `ReconfigDisabled` | [`Error::NotSupported`] | the server is too old for the request |
 //! | `NoChildrenForEphemerals` | [`Error::Corrupt`] | a foreign writer made a parent node ephemeral |
+//! | a transport failure: an I/O error (broken pipe, reset) under the client's `Custom` error | [`Error::Unavailable`] | the connection broke under the request; the client moves to another member |
 //! | anything else (`QuotaExceeded`, `MarshallingError`, unmarshalling, unknown codes) | [`Error::Other`] | not retryable: nobody classified it |
 //!
 //! [`Dcs::renew_leader`](dcs_core::Dcs::renew_leader) and
@@ -52,11 +53,35 @@ pub(crate) fn to_dcs(error: zk::Error, key: &str) -> Error {
             key: key.to_owned(),
             reason: "a parent node is ephemeral, so it cannot have children".into(),
         },
+        // The client reports a connection that broke while it wrote or read (the member
+        // was killed) as `Custom` around the I/O error, not as `ConnectionLoss`.
+        Zk::Custom(_) if caused_by_io(&error) => Error::Unavailable {
+            message: format!("ZooKeeper: the connection broke: {error}"),
+            source: Some(Box::new(error)),
+        },
         other => Error::Other {
             message: format!("ZooKeeper on `{key}`: {other}"),
             source: Some(Box::new(other)),
         },
     }
+}
+
+/// Whether an I/O error is somewhere in `error`'s source chain.
+fn caused_by_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    // The client keeps the cause as `Arc<dyn Error>`, a type of its own in the chain.
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        if current.is::<std::io::Error>()
+            || current
+                .downcast_ref::<Shared>()
+                .is_some_and(|shared| shared.is::<std::io::Error>())
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Whether the error says the session itself ended (expired, or closed by us): every
@@ -108,6 +133,31 @@ mod tests {
             let error = to_dcs(zk_error, "leader");
             assert!(expected(&error), "{shown} became {error:?}");
         }
+    }
+
+    #[test]
+    fn an_io_error_in_the_source_chain_is_a_transport_failure() {
+        /// An error whose cause is `0`, kept as the client's `Custom` keeps it.
+        #[derive(Debug)]
+        struct Wrapper(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+
+        let broken = Wrapper(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert!(caused_by_io(&broken));
+        let other = Wrapper(std::sync::Arc::new(std::fmt::Error));
+        assert!(!caused_by_io(&other));
+        assert!(!caused_by_io(&zk::Error::QuotaExceeded));
     }
 
     #[test]
