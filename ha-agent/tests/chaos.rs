@@ -46,9 +46,17 @@ fn chaos(options: &ChaosOptions) -> Option<Summary> {
 }
 
 fn options(dcs: Dcs, seed: u64) -> ChaosOptions {
+    // The servers' logs outlive the run, so a failure can be read afterwards.
+    let logs = std::env::temp_dir().join(format!(
+        "chaos-logs-{}-{seed}-{}",
+        dcs.name(),
+        std::process::id()
+    ));
+    println!("chaos: servers' logs go to {}", logs.display());
     ChaosOptions::new(dcs, env!("CARGO_BIN_EXE_ha-agent"))
         .with_duration(MIXED)
         .with_seed(seed)
+        .with_logs(logs)
 }
 
 fn assert_one_writer_and_recovery(summary: &Summary) {
