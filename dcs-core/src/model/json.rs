@@ -102,8 +102,9 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Python's `encode_basestring_ascii`.
-pub(super) fn write_str(out: &mut String, s: &str) {
+/// Python's `encode_basestring_ascii`: a JSON string as Python's `json` module writes it
+/// (non-ASCII as `\uXXXX` escapes), appended to `out`.
+pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

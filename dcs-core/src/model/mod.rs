@@ -56,6 +56,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use json::write_str as write_python_json_string;
 pub use member::{MemberData, MemberState, Role};
 pub use slot::slot_name_from_member_name;
 pub use values::{

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use dcs_core::model::write_python_json_string;
 use serde_json::{Map, Value};
 
 /// How a command prints its rows (`-f/--format`).
@@ -145,7 +146,7 @@ fn write_python_json(out: &mut String, value: &Value) {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_python_string(out, s),
+        Value::String(s) => write_python_json_string(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -162,36 +163,13 @@ fn write_python_json(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_python_string(out, key);
+                write_python_json_string(out, key);
                 out.push_str(": ");
                 write_python_json(out, item);
             }
             out.push('}');
         }
     }
-}
-
-fn write_python_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    write!(out, "\\u{unit:04x}").expect("writing to a String cannot fail");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 /// `PyYAML`'s `safe_dump(value, default_flow_style=flow, allow_unicode=True)`, as
@@ -333,7 +311,7 @@ fn yaml_number(n: &serde_json::Number) -> String {
 fn scalar_text(text: &str, in_flow: bool) -> String {
     if text.chars().any(char::is_control) {
         let mut out = String::new();
-        write_python_string(&mut out, text);
+        write_python_json_string(&mut out, text);
         return out;
     }
     if plain_allowed(text, in_flow) && !resolves_to_non_string(text) {
