@@ -294,6 +294,13 @@ impl ClusterConfig {
         self.check_mode("check_timeline")
     }
 
+    /// `check_timeline` as written: `None` when absent or not a boolean, so an agent may
+    /// choose its own default (ha-agent checks unless told `false`).
+    #[must_use]
+    pub fn check_timeline_setting(&self) -> Option<bool> {
+        self.data.get("check_timeline").and_then(parse_bool)
+    }
+
     /// Whether `standby_cluster` is an object with a truthy `host`, `port` or
     /// `restore_command`: the cluster replicates from a remote primary and its leader is
     /// a `standby_leader`.

@@ -85,6 +85,7 @@ impl Agent {
             last_leader: self.last_leader.clone(),
             long_action: self.long.as_ref().map(|l| l.kind),
             can_bootstrap: true,
+            highest_timeline: self.highest_timeline.get(),
         };
         let mut decision = decide(&observation);
         if let Action::ProbePeers { members } = &decision.action {
@@ -118,6 +119,7 @@ impl Agent {
         if let Some(leader) = &cluster.leader {
             self.last_leader = Some(leader.name.clone());
         }
+        self.highest_timeline.absorb(cluster);
         if let Some(config) = &cluster.config
             && config.value != self.dynamic
         {

@@ -214,6 +214,18 @@ struct Agent {
     never_demote: bool,
     /// How PostgreSQL was last told to stream (`None`: as a primary, or not yet).
     standby: Option<crate::postgres::StandbySettings>,
+    /// The highest timeline this running replica streamed (see `running_timeline`).
+    streamed_timeline: Option<StreamedTimeline>,
+    /// The highest timeline a primary of the cluster was seen on.
+    highest_timeline: crate::ha::TimelineHighWater,
+}
+
+/// A timeline a replica's WAL receiver streamed, and the postmaster it was seen in.
+#[derive(Clone, Copy, Debug)]
+struct StreamedTimeline {
+    /// `pg_postmaster_start_time()` (its bits): a restarted server forgets.
+    postmaster_start: Option<u64>,
+    timeline: u64,
 }
 
 /// How a cycle ended.
@@ -325,6 +337,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         diverged_cycles: 0,
         needs_rewind: false,
         standby: None,
+        streamed_timeline: None,
+        highest_timeline: crate::ha::TimelineHighWater::default(),
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     if result.is_ok() {

@@ -46,33 +46,40 @@ impl Agent {
         }
         let running = self.pg.is_running().await.unwrap_or(false);
         if !running {
+            self.streamed_timeline = None;
             let control = self.pg.control_data().await.ok();
+            let was_primary = control.as_ref().is_some_and(ControlData::was_primary);
+            let timeline = match &control {
+                Some(control) => Some(self.stopped_timeline(control, was_primary).await),
+                None => None,
+            };
             return Local {
                 postgres: LocalPostgres {
                     data_dir,
-                    state: PgState::Stopped {
-                        was_primary: control.as_ref().is_some_and(ControlData::was_primary),
-                    },
-                    timeline: control.as_ref().map(|c| c.timeline),
+                    state: PgState::Stopped { was_primary },
+                    timeline,
                     wal: WalPosition::default(),
                 },
                 status: None,
             };
         }
         match self.pg.status().await {
-            Ok(status) => Local {
-                postgres: LocalPostgres {
-                    data_dir,
-                    state: if status.in_recovery {
-                        PgState::Replica
-                    } else {
-                        PgState::Primary
+            Ok(mut status) => {
+                status.timeline = self.running_timeline(&status);
+                Local {
+                    postgres: LocalPostgres {
+                        data_dir,
+                        state: if status.in_recovery {
+                            PgState::Replica
+                        } else {
+                            PgState::Primary
+                        },
+                        timeline: status.timeline,
+                        wal: status.wal,
                     },
-                    timeline: status.timeline,
-                    wal: status.wal,
-                },
-                status: Some(status),
-            },
+                    status: Some(status),
+                }
+            }
             Err(error) => {
                 tracing::debug!("PostgreSQL does not answer yet: {error}");
                 Local {
@@ -86,6 +93,50 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// A stopped server's timeline. `pg_control`'s checkpoint names the timeline of the
+    /// last checkpoint (a replica's last restartpoint), which lags behind a promotion or a
+    /// replayed switch; a former primary runs on its newest history file's timeline.
+    async fn stopped_timeline(&self, control: &ControlData, was_primary: bool) -> u64 {
+        let recorded = control.timeline.max(control.min_recovery_timeline);
+        if !was_primary {
+            return recorded;
+        }
+        match self.pg.newest_history_timeline().await {
+            Ok(newest) => recorded.max(newest),
+            Err(error) => {
+                tracing::warn!("cannot list the timeline history files: {error}");
+                recorded
+            }
+        }
+    }
+
+    /// A running server's timeline. A replica reports the timeline its WAL receiver
+    /// streams, and without a receiver (its upstream is gone: exactly when the leader race
+    /// asks) its last restartpoint's, which may be an older one: the highest timeline
+    /// streamed since this postmaster started is kept, so the race does not see this
+    /// replica behind where it is.
+    fn running_timeline(&mut self, status: &ServerStatus) -> Option<u64> {
+        let start = status.postmaster_start.map(f64::to_bits);
+        if !status.in_recovery {
+            self.streamed_timeline = None;
+            return status.timeline;
+        }
+        let kept = self
+            .streamed_timeline
+            .filter(|kept| kept.postmaster_start == start)
+            .map(|kept| kept.timeline);
+        let timeline = status.timeline.max(kept);
+        if status.is_streaming()
+            && let Some(timeline) = timeline
+        {
+            self.streamed_timeline = Some(super::StreamedTimeline {
+                postmaster_start: start,
+                timeline,
+            });
+        }
+        timeline
     }
 
     /// Refreshes the REST API's view of this node from this cycle's observation.

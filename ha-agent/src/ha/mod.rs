@@ -56,6 +56,6 @@ pub use decide::decide;
 pub use decision::{Action, Decision, DemoteMode, Effect, LeaseStep, StartRole};
 pub use observation::{
     DataDir, LeaseState, LocalMember, LocalPostgres, LongAction, Observation, PeerReply,
-    PeerStatus, PgState, Renewal, Settings, WalPosition,
+    PeerStatus, PgState, Renewal, Settings, TimelineHighWater, WalPosition,
 };
 pub use schedule::parse_scheduled_at;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use dcs_core::model::ClusterConfig;
+use dcs_core::model::{ClusterConfig, Role};
 use dcs_core::{ClusterState, Error, LeaderLease};
 use tokio::time::Instant;
 
@@ -44,6 +44,10 @@ pub struct Observation {
     /// Whether the configuration has a `bootstrap` section, without which a member with
     /// an empty data directory never races to bootstrap the cluster.
     pub can_bootstrap: bool,
+    /// The highest timeline a primary of this cluster was seen on, this snapshot
+    /// included ([`TimelineHighWater`]); with `/history`, what "the cluster's timeline"
+    /// means to the leader race.
+    pub highest_timeline: Option<u64>,
 }
 
 impl Observation {
@@ -277,7 +281,10 @@ pub struct Settings {
     pub maximum_lag_on_failover: u64,
     /// `pause`: maintenance mode, no automatic promotion, demotion, start or failover.
     pub pause: bool,
-    /// `check_timeline`: a member behind the cluster's timeline may not race.
+    /// `check_timeline`: a member behind the cluster's timeline may not race. On unless
+    /// the config says `false` (Patroni's default is off): promoting a member that never
+    /// saw the cluster's latest promotion throws away what the new leader acknowledged
+    /// and forks the history under a timeline number already used.
     pub check_timeline: bool,
     /// Synchronous replication (not quorum): only the members in `/sync` may promote.
     pub synchronous_mode: bool,
@@ -291,15 +298,63 @@ impl Settings {
             loop_wait: Duration::from_secs(config.loop_wait()),
             maximum_lag_on_failover: config.maximum_lag_on_failover(),
             pause: config.pause(),
-            check_timeline: config.check_timeline(),
+            check_timeline: config.check_timeline_setting() != Some(false),
             synchronous_mode: config.synchronous_mode() && !config.quorum_commit_mode(),
         }
     }
 }
 
 impl Default for Settings {
-    /// Patroni's defaults: `loop_wait` 10 s, 1 MiB lag, not paused.
+    /// Patroni's defaults (`loop_wait` 10 s, 1 MiB lag, not paused), except that the
+    /// timeline is checked.
     fn default() -> Self {
         Self::from_config(&ClusterConfig::default())
+    }
+}
+
+/// The highest timeline any primary of the cluster has published in its member key, over
+/// every snapshot the loop saw (and `/history`'s).
+///
+/// A new leader publishes its timeline within a cycle of promoting; if it is then cut
+/// off, its member key expires with its lease, before anyone may race. `/history` may not
+/// be written by then. Remembering the timeline keeps a member on an older one (which
+/// never saw the promotion, or forked off before it) from winning the race and promoting
+/// to the same timeline number again: two histories under one timeline can neither
+/// stream from each other nor be told apart by `pg_rewind`'s caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimelineHighWater {
+    /// The cluster's system id when the timeline was seen: a re-initialized cluster
+    /// starts again.
+    system_id: Option<String>,
+    timeline: Option<u64>,
+}
+
+impl TimelineHighWater {
+    /// Takes in a snapshot.
+    pub fn absorb(&mut self, cluster: &dcs_core::ClusterState) {
+        let system_id = cluster
+            .initialize
+            .as_ref()
+            .and_then(|i| i.value.system_id())
+            .map(str::to_owned);
+        if system_id.is_some() && system_id != self.system_id {
+            *self = Self {
+                system_id,
+                timeline: None,
+            };
+        }
+        let primaries = cluster
+            .members
+            .iter()
+            .filter(|m| m.data.role == Role::Primary)
+            .filter_map(|m| m.data.timeline);
+        let history = cluster.history.as_ref().map(|h| h.value.next_timeline());
+        self.timeline = primaries.chain(history).chain(self.timeline).max();
+    }
+
+    /// The highest timeline seen, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<u64> {
+        self.timeline
     }
 }

@@ -32,13 +32,16 @@ impl Race<'_> {
         self.o.postgres.wal_position()
     }
 
-    /// The cluster's timeline from `/history`; `None` (no history) disables the check, as
-    /// Patroni's `Cluster.timeline == 0` does.
+    /// The cluster's timeline: from `/history` (Patroni's `Cluster.timeline`) or the
+    /// highest a primary was seen on, whichever is later; `None` (neither known) disables
+    /// the check, as Patroni's `Cluster.timeline == 0` does.
     fn cluster_timeline(&self) -> Option<u64> {
-        self.cluster
+        let history = self
+            .cluster
             .history
             .as_ref()
-            .map(|h| h.value.next_timeline())
+            .map(|h| h.value.next_timeline());
+        history.max(self.o.highest_timeline)
     }
 
     fn behind_timeline(&self, timeline: Option<u64>) -> bool {
@@ -272,6 +275,18 @@ impl Race<'_> {
             let name = &member.name;
             if !reply.in_recovery {
                 return Verdict::NotHealthiest(format!("primary ({name}) is still alive"));
+            }
+            // Positions compare only within one timeline: a peer on a later one saw a
+            // promotion we did not, and WAL we have past its switch point is not the
+            // cluster's. A reported timeline is never ahead of the true one.
+            match (o.postgres.timeline, reply.timeline) {
+                (Some(mine), Some(theirs)) if mine < theirs => {
+                    return Verdict::NotHealthiest(format!(
+                        "{name} is on a later timeline ({theirs} > {mine})"
+                    ));
+                }
+                (Some(mine), Some(theirs)) if mine > theirs => continue,
+                _ => {}
             }
             let theirs = reply.wal_position.unwrap_or(0);
             if my_wal < theirs {

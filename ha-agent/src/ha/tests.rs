@@ -103,6 +103,13 @@ fn peer(name: &str, lsn: u64) -> PeerStatus {
     }
 }
 
+fn on_timeline(mut peer: PeerStatus, timeline: u64) -> PeerStatus {
+    if let Some(reply) = &mut peer.reply {
+        reply.timeline = Some(timeline);
+    }
+    peer
+}
+
 fn unreachable(name: &str) -> PeerStatus {
     PeerStatus {
         name: name.to_owned(),
@@ -136,6 +143,7 @@ fn replica(keys: Keys) -> Observation {
         last_leader: Some("pg0".to_owned()),
         long_action: None,
         can_bootstrap: true,
+        highest_timeline: None,
     }
 }
 
@@ -614,6 +622,39 @@ fn the_healthiest_member_races_for_a_free_lock() {
             ),
             None,
             follow(Option::None),
+        ),
+        row(
+            "check_timeline off (explicitly): a member behind the cluster's timeline races",
+            with(
+                replica(leaderless().key("history", r#"[[1,50331648,"no recovery target"]]"#)),
+                |o| o.settings.check_timeline = false,
+            ),
+            None,
+            acquire.clone(),
+        ),
+        row(
+            "a promotion seen only in a primary's member key (no /history yet) → does not race",
+            with(replica(leaderless()), |o| o.highest_timeline = Some(2)),
+            None,
+            follow(Option::None),
+        ),
+        row(
+            "a peer on a later timeline vetoes, even with less WAL",
+            with(replica(leaderless()), |o| {
+                o.settings.check_timeline = false;
+                o.peers = Some(vec![on_timeline(peer("pg2", LSN - MIB / 2), 2)]);
+            }),
+            None,
+            follow(Option::None),
+        ),
+        row(
+            "a peer on an earlier timeline with more WAL does not veto",
+            with(replica(leaderless()), |o| {
+                o.postgres.timeline = Some(2);
+                o.peers = Some(vec![peer("pg2", LSN + MIB)]);
+            }),
+            None,
+            acquire.clone(),
         ),
         row(
             "postgres still starting → waits",
@@ -1123,4 +1164,41 @@ fn a_renewal_outcome_becomes_the_next_lease_state() {
         LeaseState::after_renewal(&before, &Err(Error::lease_lost("held by pg1"))),
         LeaseState::Lost { .. }
     ));
+}
+
+#[test]
+fn the_timeline_high_water_keeps_the_highest_primary_timeline_per_cluster() {
+    let on = |keys: Keys, name: &str, role: &str, timeline: u64| {
+        let value = format!(r#"{{"role":"{role}","timeline":{timeline}}}"#);
+        keys.key(&format!("members/{name}"), &value)
+    };
+    let mut seen = TimelineHighWater::default();
+    seen.absorb(&three().state());
+    assert_eq!(seen.get(), Some(1));
+    // A replica's reported timeline is not evidence of a promotion.
+    seen.absorb(&on(three(), "pg2", "replica", 5).state());
+    assert_eq!(seen.get(), Some(1));
+    seen.absorb(&on(three(), "pg2", "primary", 3).state());
+    // The new primary's key expired: the timeline is remembered.
+    seen.absorb(&leaderless().state());
+    assert_eq!(seen.get(), Some(3));
+    seen.absorb(
+        &leaderless()
+            .key("history", r#"[[1,1,""],[2,2,""],[3,3,""]]"#)
+            .state(),
+    );
+    assert_eq!(seen.get(), Some(4));
+    // Another cluster under the same scope (re-initialized): forgotten.
+    seen.absorb(&leaderless().key("initialize", FOREIGN_SYSID).state());
+    assert_eq!(seen.get(), None);
+}
+
+#[test]
+fn the_timeline_is_checked_unless_the_config_says_false() {
+    let settings =
+        |json: &str| Settings::from_config(&dcs_core::model::ClusterConfig::parse(json.as_bytes()));
+    assert!(settings("{}").check_timeline);
+    assert!(settings(r#"{"check_timeline":true}"#).check_timeline);
+    assert!(!settings(r#"{"check_timeline":false}"#).check_timeline);
+    assert!(!settings(r#"{"check_timeline":"off"}"#).check_timeline);
 }

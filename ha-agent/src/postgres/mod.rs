@@ -271,6 +271,28 @@ impl Postgres {
         state::parse_controldata(&String::from_utf8_lossy(&output.stdout))
     }
 
+    /// The newest timeline with a history file (`pg_wal/0000000N.history`), 1 when there
+    /// is none. A primary runs on exactly this timeline (a promotion writes the file and
+    /// moves on to it), while its `pg_control` names the old one until the next checkpoint.
+    pub async fn newest_history_timeline(&self) -> Result<u64, PostgresError> {
+        let dir = self.options.data_dir.join("pg_wal");
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(|e| PostgresError::io("listing", &dir, e))?;
+        let mut newest = 1;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| PostgresError::io("listing", &dir, e))?
+        {
+            let name = entry.file_name();
+            if let Some(timeline) = name.to_str().and_then(state::history_file_timeline) {
+                newest = newest.max(timeline);
+            }
+        }
+        Ok(newest)
+    }
+
     /// Creates a new cluster in the (missing or empty) data directory: `initdb` with the
     /// `bootstrap.initdb` options and `--username` = the superuser (with its password,
     /// through a password file), then the agent's `postgresql.conf` and `pg_hba.conf`

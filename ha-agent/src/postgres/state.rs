@@ -129,6 +129,9 @@ pub struct ControlData {
     pub cluster_state: String,
     /// `Latest checkpoint's TimeLineID`.
     pub timeline: u64,
+    /// `Min recovery ending loc's timeline` (0 when unset): a replica's replay reaches it
+    /// before its next restartpoint moves the checkpoint's timeline.
+    pub min_recovery_timeline: u64,
     /// `Latest checkpoint location`, in bytes.
     pub checkpoint_lsn: u64,
 }
@@ -172,10 +175,21 @@ pub(crate) fn parse_controldata(output: &str) -> Result<ControlData, PostgresErr
         timeline: field("Latest checkpoint's TimeLineID")
             .and_then(|t| t.parse().ok())
             .ok_or_else(unexpected)?,
+        min_recovery_timeline: field("Min recovery ending loc's timeline")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
         checkpoint_lsn: field("Latest checkpoint location")
             .and_then(parse_lsn)
             .ok_or_else(unexpected)?,
     })
+}
+
+/// The timeline of a timeline history file's name (`00000002.history` → 2).
+pub(crate) fn history_file_timeline(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".history")?;
+    (hex.len() == 8)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// An LSN as PostgreSQL prints it (`16/B374D848`), in bytes.
@@ -246,14 +260,23 @@ Database system identifier:           7268616322854375442\n\
 Database cluster state:               shut down in recovery\n\
 pg_control last modified:             Fri 27 Nov 2026 10:00:00 AM UTC\n\
 Latest checkpoint location:           0/3000060\n\
-Latest checkpoint's TimeLineID:       2\n";
+Latest checkpoint's TimeLineID:       2\n\
+Min recovery ending loc's timeline:   3\n";
         let control = parse_controldata(output).unwrap();
         assert_eq!(control.system_id, "7268616322854375442");
-        assert_eq!(control.timeline, 2);
+        assert_eq!((control.timeline, control.min_recovery_timeline), (2, 3));
         assert_eq!(control.checkpoint_lsn, 0x300_0060);
         assert!(!control.was_primary());
         assert!(control.is_clean_shutdown());
         assert!(parse_controldata("garbage").is_err());
+    }
+
+    #[test]
+    fn history_file_names_give_their_timeline() {
+        assert_eq!(history_file_timeline("0000000A.history"), Some(10));
+        assert_eq!(history_file_timeline("00000002.history.partial"), None);
+        assert_eq!(history_file_timeline("000000010000000000000003"), None);
+        assert_eq!(history_file_timeline("2.history"), None);
     }
 
     #[test]

@@ -26,7 +26,8 @@ use dcs_core::{
 };
 use ha_agent::ha::{
     Action, Decision, DemoteMode, Effect, LeaseState, LeaseStep, LocalMember, LongAction,
-    Observation, PeerReply, PeerStatus, PgState, Renewal, Settings, StartRole, decide,
+    Observation, PeerReply, PeerStatus, PgState, Renewal, Settings, StartRole, TimelineHighWater,
+    decide,
 };
 use tokio::time::Instant;
 
@@ -58,6 +59,7 @@ pub(super) struct SimAgent {
     settings: Settings,
     last_cluster: Option<ClusterState>,
     last_leader: Option<String>,
+    highest_timeline: TimelineHighWater,
     long: Option<LongAction>,
     loop_margin: Duration,
     deadman_margin: Duration,
@@ -85,6 +87,7 @@ impl SimAgent {
             lease_state: LeaseState::NotHeld,
             last_cluster: None,
             last_leader: None,
+            highest_timeline: TimelineHighWater::default(),
             long: None,
             loop_margin,
             deadman_margin: loop_margin / 2,
@@ -227,6 +230,7 @@ impl SimAgent {
                 if let Some(leader) = &cluster.leader {
                     self.last_leader = Some(leader.name.clone());
                 }
+                self.highest_timeline.absorb(cluster);
                 if let Some(config) = &cluster.config {
                     self.settings = Settings::from_config(&config.value);
                 }
@@ -246,6 +250,7 @@ impl SimAgent {
             last_leader: self.last_leader.clone(),
             long_action: self.long,
             can_bootstrap: true,
+            highest_timeline: self.highest_timeline.get(),
         };
         let mut decision = self.decide(&observation);
         if let Action::ProbePeers { members } = &decision.action {
