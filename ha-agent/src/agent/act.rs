@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use dcs_core::model::Role;
 use dcs_core::{Acquire, ClusterState, DcsExt as _, Error, Precondition, StateKey, Version};
 use tokio::time::Instant;
 
@@ -215,6 +216,7 @@ impl Agent {
             | Action::ProbePeers { .. }
             | Action::ReleaseLeader => CycleEnd::Sleep,
             Action::Promote => {
+                self.announce_promotion(local).await;
                 let pg = self.pg.clone();
                 self.standby = None;
                 // Until the checkpoint after promotion, the new primary's pg_control still
@@ -258,6 +260,26 @@ impl Agent {
             Action::ExitWrongCluster { .. } => CycleEnd::Exit(super::AgentError::WrongCluster(
                 format!("stopping: {}", wrong_cluster_reason(o)),
             )),
+        }
+    }
+
+    /// Publishes, before promoting, the member key as `promoted` on the timeline the
+    /// promotion will start (one past the newest history file PostgreSQL knows): the new
+    /// primary may acknowledge writes at once, and if it is cut off right after, the
+    /// others must still know that timeline exists (see `TimelineHighWater`).
+    async fn announce_promotion(&self, local: &Local) {
+        let newest = match self.pg.newest_history_timeline().await {
+            Ok(newest) => newest,
+            Err(error) => {
+                tracing::warn!("cannot list the timeline history files: {error}");
+                1
+            }
+        };
+        let mut member = self.member_data(local);
+        member.role = Role::Promoted;
+        member.timeline = Some(newest.max(local.postgres.timeline.unwrap_or(1)) + 1);
+        if let Err(error) = self.bounded(self.dcs.publish_member(&member)).await {
+            tracing::warn!("cannot publish the member key before promoting: {error}");
         }
     }
 

@@ -315,8 +315,9 @@ impl Default for Settings {
 /// The highest timeline any primary of the cluster has published in its member key, over
 /// every snapshot the loop saw (and `/history`'s).
 ///
-/// A new leader publishes its timeline within a cycle of promoting; if it is then cut
-/// off, its member key expires with its lease, before anyone may race. `/history` may not
+/// A new leader publishes the timeline it is promoting to (role `promoted`) before it
+/// promotes; if it is then cut off, its member key expires with its lease, before anyone
+/// may race. `/history` may not
 /// be written by then. Remembering the timeline keeps a member on an older one (which
 /// never saw the promotion, or forked off before it) from winning the race and promoting
 /// to the same timeline number again: two histories under one timeline can neither
@@ -346,7 +347,7 @@ impl TimelineHighWater {
         let primaries = cluster
             .members
             .iter()
-            .filter(|m| m.data.role == Role::Primary)
+            .filter(|m| matches!(m.data.role, Role::Primary | Role::Promoted))
             .filter_map(|m| m.data.timeline);
         let history = cluster.history.as_ref().map(|h| h.value.next_timeline());
         self.timeline = primaries.chain(history).chain(self.timeline).max();

@@ -1178,7 +1178,7 @@ fn the_timeline_high_water_keeps_the_highest_primary_timeline_per_cluster() {
     // A replica's reported timeline is not evidence of a promotion.
     seen.absorb(&on(three(), "pg2", "replica", 5).state());
     assert_eq!(seen.get(), Some(1));
-    seen.absorb(&on(three(), "pg2", "primary", 3).state());
+    seen.absorb(&on(three(), "pg2", "promoted", 3).state());
     // The new primary's key expired: the timeline is remembered.
     seen.absorb(&leaderless().state());
     assert_eq!(seen.get(), Some(3));

@@ -430,6 +430,11 @@ impl SimAgent {
             | Action::ProbePeers { .. }
             | Action::ReleaseLeader => CycleEnd::Sleep,
             Action::Promote => {
+                // The agent's `announce_promotion`.
+                let mut member = self.member_data(&o.postgres);
+                member.role = Role::Promoted;
+                member.timeline = Some(o.postgres.timeline.unwrap_or(1) + 1);
+                let _ = self.call(self.dcs.publish_member(&member)).await;
                 let at = Instant::now() + PG_ACTION;
                 if self.shared.with(|w| w.nodes[self.index].pg.promote(at)) {
                     self.long = Some(LongAction::Promote);
