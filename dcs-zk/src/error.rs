@@ -10,7 +10,7 @@
 //! | `InvalidAcl` | [`Error::InvalidConfig`] | `set_acls` is not acceptable to the server |
 //! | `Unimplemented`, `ReconfigDisabled` | [`Error::NotSupported`] | the server is too old for the request |
 //! | `NoChildrenForEphemerals` | [`Error::Corrupt`] | a foreign writer made a parent node ephemeral |
-//! | a transport failure: an I/O error (broken pipe, reset) under the client's `Custom` error | [`Error::Unavailable`] | the connection broke under the request; the client moves to another member |
+//! | a transport failure: an I/O error (broken pipe, reset) under the client's `Custom` error, or its "no response from connection" | [`Error::Unavailable`] | the connection broke under the request, or the member stopped answering; the client moves to another member |
 //! | anything else (`QuotaExceeded`, `MarshallingError`, unmarshalling, unknown codes) | [`Error::Other`] | not retryable: nobody classified it |
 //!
 //! [`Dcs::renew_leader`](dcs_core::Dcs::renew_leader) and
@@ -55,15 +55,24 @@ pub(crate) fn to_dcs(error: zk::Error, key: &str) -> Error {
         },
         // The client reports a connection that broke while it wrote or read (the member
         // was killed) as `Custom` around the I/O error, not as `ConnectionLoss`.
-        Zk::Custom(_) if caused_by_io(&error) => Error::Unavailable {
-            message: format!("ZooKeeper: the connection broke: {error}"),
-            source: Some(Box::new(error)),
-        },
+        Zk::Custom(_) if caused_by_io(&error) || is_silent_connection(&error.to_string()) => {
+            Error::Unavailable {
+                message: format!("ZooKeeper: the connection broke: {error}"),
+                source: Some(Box::new(error)),
+            }
+        }
         other => Error::Other {
             message: format!("ZooKeeper on `{key}`: {other}"),
             source: Some(Box::new(other)),
         },
     }
+}
+
+/// Whether the client gave up on a member that stopped answering (its session loop's
+/// "no response from connection in N ms", a `Custom` error with no source): the request
+/// met a dead or frozen member, and the client moves to another one.
+fn is_silent_connection(shown: &str) -> bool {
+    shown.starts_with("no response from connection")
 }
 
 /// Whether an I/O error is somewhere in `error`'s source chain.
@@ -158,6 +167,17 @@ mod tests {
         let other = Wrapper(std::sync::Arc::new(std::fmt::Error));
         assert!(!caused_by_io(&other));
         assert!(!caused_by_io(&zk::Error::QuotaExceeded));
+    }
+
+    #[test]
+    fn a_member_that_stopped_answering_is_a_transport_failure() {
+        // zookeeper-client 0.11's session loop, word for word (its constructor is private).
+        assert!(is_silent_connection(
+            "no response from connection in 4000ms"
+        ));
+        assert!(!is_silent_connection(
+            "ZooKeeper on `leader`: quota exceeded"
+        ));
     }
 
     #[test]
