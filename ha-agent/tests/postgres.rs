@@ -186,6 +186,14 @@ async fn bootstrap_primary(primary: &Postgres, primary_data: &Path) -> String {
     assert_eq!(status.timeline, Some(1));
     assert!(status.wal.flush.is_some_and(|lsn| lsn > 0));
     assert_eq!(status.system_id, control.system_id);
+    let kept = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ha-agent'";
+    assert_eq!(
+        primary.query(kept).await.unwrap(),
+        "1",
+        "the status query runs over a kept connection, not a psql run"
+    );
+    assert_eq!(primary.status().await.unwrap().system_id, status.system_id);
+    assert_eq!(primary.query(kept).await.unwrap(), "1", "and reuses it");
     assert_eq!(
         primary.query("SHOW cluster_name").await.unwrap(),
         "batman",
@@ -358,6 +366,10 @@ async fn stop_modes(primary: &Postgres, replica: &Postgres, replica_data: &Path)
     assert!(!crashed.is_clean_shutdown(), "{crashed:?}");
     assert!(crashed.was_primary());
     replica.start(None).await.unwrap();
+    assert!(
+        !replica.status().await.unwrap().in_recovery,
+        "the status query reaches the restarted server (a new connection)"
+    );
     assert!(!replica_data.join("standby.signal").exists());
     assert_eq!(
         replica.query("SELECT count(*) FROM t").await.unwrap(),

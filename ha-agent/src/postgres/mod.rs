@@ -38,6 +38,7 @@
 mod command;
 pub mod conf;
 mod error;
+mod session;
 mod state;
 
 use std::path::{Path, PathBuf};
@@ -183,18 +184,23 @@ fn default_log_file(data_dir: &Path) -> PathBuf {
 
 /// The local PostgreSQL server: its programs, data directory and files.
 ///
-/// Methods take `&self` and hold no state beyond the options, so one value can be shared
-/// by the loop and a long action; the caller makes sure only one action runs at a time.
+/// Methods take `&self` and hold no state beyond the options and the status query's
+/// kept connection, so one value can be shared by the loop and a long action; the caller
+/// makes sure only one action runs at a time.
 #[derive(Clone, Debug)]
 pub struct Postgres {
     options: PostgresOptions,
+    session: session::Session,
 }
 
 impl Postgres {
     /// A handle for the server these options describe; nothing runs yet.
     #[must_use]
     pub fn new(options: PostgresOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            session: session::Session::default(),
+        }
     }
 
     /// The options.
@@ -611,6 +617,8 @@ impl Postgres {
 
     /// Stops the server (`pg_ctl stop -m <mode> -w`); `Ok(false)` when it was not running.
     pub async fn stop(&self, mode: StopMode) -> Result<bool, PostgresError> {
+        // A smart shutdown waits for every session, the status query's kept one too.
+        self.session.close().await;
         if !self.is_running().await? {
             return Ok(false);
         }
@@ -782,8 +790,38 @@ impl Postgres {
 
     /// The running server's role, timeline, WAL positions, WAL receiver state and system
     /// identifier, in one query.
+    ///
+    /// The query runs over a kept connection; when that cannot be had (an authentication
+    /// method the client lacks, a password only in `.pgpass`), through `psql`.
     pub async fn status(&self) -> Result<ServerStatus, PostgresError> {
-        state::parse_status(&self.query(state::STATUS_SQL).await?)
+        let deadline = self.options.command_timeout;
+        match self
+            .session
+            .query_row(&self.session_config(), state::STATUS_SQL, deadline)
+            .await
+        {
+            Ok(row) => state::parse_status(&row),
+            Err(error) => {
+                tracing::debug!("status over the kept connection failed ({error}); using psql");
+                state::parse_status(&self.query(state::STATUS_SQL).await?)
+            }
+        }
+    }
+
+    /// How the kept connection reaches the server: as `psql` does.
+    fn session_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(self.local_host())
+            .port(self.options.port)
+            .user(&self.options.superuser.username)
+            .dbname("postgres")
+            .application_name("ha-agent")
+            .connect_timeout(self.options.command_timeout.max(Duration::from_secs(2)));
+        if let Some(password) = &self.options.superuser.password {
+            config.password(password);
+        }
+        config
     }
 
     /// Creates (or updates the password of) the replication user and, when configured,
