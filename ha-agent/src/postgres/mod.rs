@@ -254,13 +254,25 @@ impl Postgres {
 
     /// Whether the data directory is missing or empty (this member must bootstrap or
     /// clone), or initialized, with its system identifier.
+    ///
+    /// Runs every cycle, so it reads the identifier from `global/pg_control` itself (its
+    /// first field, a native-endian 64-bit integer) instead of running `pg_controldata`.
     pub async fn data_dir_state(&self) -> Result<DataDir, PostgresError> {
         if is_empty_dir(&self.options.data_dir).await? {
             return Ok(DataDir::Empty);
         }
-        let control = self.control_data().await?;
+        let path = self.options.data_dir.join("global").join("pg_control");
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| PostgresError::io("reading", &path, e))?;
+        let Some(first) = bytes.first_chunk::<8>() else {
+            return Err(PostgresError::Unexpected {
+                command: format!("reading {}", path.display()),
+                output: format!("{} bytes, too short for pg_control", bytes.len()),
+            });
+        };
         Ok(DataDir::Initialized {
-            system_id: control.system_id,
+            system_id: u64::from_ne_bytes(*first).to_string(),
         })
     }
 
