@@ -343,8 +343,11 @@ pub struct FaultRecovery {
     pub target: String,
     /// [`FaultEvent::start`].
     pub start: Duration,
-    /// From the fault's start to the completion of the first acknowledged write (on any
-    /// node) sent after it started; `None` when none was.
+    /// From the fault's start to the completion of the first acknowledged write on the
+    /// next primary: the node and epoch that acknowledged the last write before the next
+    /// fault (or the end), i.e. the primary the cluster settled on. An isolated primary
+    /// that keeps acknowledging until its lease runs out does not end the outage.
+    /// `None` when no write was acknowledged after the start.
     pub unavailable: Option<Duration>,
 }
 
@@ -375,19 +378,31 @@ pub struct Availability {
 }
 
 /// The availability check: for each fault, the time from its start to the first
-/// acknowledged write sent after it started, and the longest gap between acknowledged
-/// writes.
+/// acknowledged write on the next primary (see [`FaultRecovery::unavailable`]), and the
+/// longest gap between acknowledged writes.
 #[must_use]
 pub fn availability(ops: &[Op], faults: &[FaultEvent]) -> Availability {
     let mut ok: Vec<&Op> = ops.iter().filter(|op| op.is_ok_write()).collect();
     ok.sort_by_key(|op| (op.invoke, op.id));
     let recoveries: Vec<FaultRecovery> = faults
         .iter()
-        .map(|fault| {
-            // Sorted by invoke: the first written after the start; but the earliest
-            // *completion* among those sent after it is what a user waits for.
+        .enumerate()
+        .map(|(i, fault)| {
+            // The writes sent from this fault's start until the next fault's.
+            let next = faults.get(i + 1).map_or(Duration::MAX, |f| f.start);
             let from = ok.partition_point(|op| op.invoke < fault.start);
-            let done = ok[from..].iter().map(|op| op.complete).min();
+            let to = ok.partition_point(|op| op.invoke < next);
+            let window = &ok[from..to.max(from)];
+            let settled = window
+                .iter()
+                .max_by_key(|op| op.complete)
+                .map(|op| (&op.node, Epoch::of(op)));
+            // The earliest *completion* on that primary is what a user waits for.
+            let done = window
+                .iter()
+                .filter(|op| Some((&op.node, Epoch::of(op))) == settled)
+                .map(|op| op.complete)
+                .min();
             FaultRecovery {
                 kind: fault.kind.clone(),
                 target: fault.target.clone(),
@@ -618,9 +633,11 @@ mod tests {
     }
 
     #[test]
-    fn availability_measures_each_fault_until_the_next_acknowledged_write() {
+    fn availability_measures_each_fault_until_the_next_primary_acknowledges() {
         let ops = vec![
             write(1, "A", 0, 10, Some(1)),
+            // The isolated primary still acknowledges for a while: not the recovery.
+            write(6, "A", 600, 610, Some(1)),
             with(write(2, "A", 1_000, 1_010, Some(1)), Outcome::Failed),
             write(3, "B", 4_000, 4_050, Some(2)),
             write(4, "B", 4_010, 4_020, Some(2)),

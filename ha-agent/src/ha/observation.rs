@@ -317,11 +317,12 @@ impl Default for Settings {
 ///
 /// A new leader publishes the timeline it is promoting to (role `promoted`) before it
 /// promotes; if it is then cut off, its member key expires with its lease, before anyone
-/// may race. `/history` may not
-/// be written by then. Remembering the timeline keeps a member on an older one (which
-/// never saw the promotion, or forked off before it) from winning the race and promoting
-/// to the same timeline number again: two histories under one timeline can neither
-/// stream from each other nor be told apart by `pg_rewind`'s caller.
+/// may race, and `/history` may not be written by then. Remembering the timeline keeps a
+/// member on an older one (which never saw the promotion, or forked off before it) from
+/// winning the race and promoting to the same timeline number again: two histories under
+/// one timeline can neither stream from each other nor be told apart by `pg_rewind`'s
+/// caller. If that leader never comes back, the cluster waits: `ha-agent ctl failover`
+/// to a named candidate still promotes it (Patroni's manual failover skips the check).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimelineHighWater {
     /// The cluster's system id when the timeline was seen: a re-initialized cluster
