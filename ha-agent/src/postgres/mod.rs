@@ -182,6 +182,10 @@ fn default_log_file(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
+/// The longest the status query may take: the HA loop waits for it every cycle, and a
+/// server that takes longer (frozen, overloaded) is reported as not answering.
+pub const STATUS_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The local PostgreSQL server: its programs, data directory and files.
 ///
 /// Methods take `&self` and hold no state beyond the options and the status query's
@@ -803,16 +807,22 @@ impl Postgres {
     /// The running server's role, timeline, WAL positions, WAL receiver state and system
     /// identifier, in one query.
     ///
-    /// The query runs over a kept connection; when that cannot be had (an authentication
-    /// method the client lacks, a password only in `.pgpass`), through `psql`.
+    /// The query runs over a kept connection, with a deadline of at most
+    /// [`STATUS_DEADLINE`] (the loop waits for it); when no connection can be had (an
+    /// authentication method the client lacks, a password only in `.pgpass`) or it broke,
+    /// through `psql`. A server that does not answer in time is not asked twice.
     pub async fn status(&self) -> Result<ServerStatus, PostgresError> {
-        let deadline = self.options.command_timeout;
+        let deadline = self.options.command_timeout.min(STATUS_DEADLINE);
         match self
             .session
             .query_row(&self.session_config(), state::STATUS_SQL, deadline)
             .await
         {
             Ok(row) => state::parse_status(&row),
+            Err(session::SessionError::Timeout) => Err(PostgresError::Timeout {
+                command: "the status query".to_owned(),
+                after: deadline,
+            }),
             Err(error) => {
                 tracing::debug!("status over the kept connection failed ({error}); using psql");
                 state::parse_status(&self.query(state::STATUS_SQL).await?)

@@ -27,21 +27,21 @@ impl Session {
     }
 
     /// Runs `sql`, which returns one row, and gives its columns as `psql -A -t` prints
-    /// them: joined by `|`, NULL as empty. `Err` says why, for a log line.
+    /// them: joined by `|`, NULL as empty.
     pub(crate) async fn query_row(
         &self,
         config: &Config,
         sql: &str,
         deadline: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, SessionError> {
         let mut kept = self.0.lock().await;
         let client = if let Some(client) = kept.take().filter(|c| !c.is_closed()) {
             client
         } else {
             let (client, connection) = tokio::time::timeout(deadline, config.connect(NoTls))
                 .await
-                .map_err(|_| format!("connecting timed out after {deadline:?}"))?
-                .map_err(|e| format!("cannot connect: {e}"))?;
+                .map_err(|_| SessionError::Timeout)?
+                .map_err(|e| SessionError::Connect(e.to_string()))?;
             // The connection task ends when the client is dropped or the server goes.
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -50,8 +50,8 @@ impl Session {
         };
         let messages = tokio::time::timeout(deadline, client.simple_query(sql))
             .await
-            .map_err(|_| format!("the query timed out after {deadline:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SessionError::Timeout)?
+            .map_err(|e| SessionError::Query(e.to_string()))?;
         // Kept only after a query that worked.
         *kept = Some(client);
         messages
@@ -65,6 +65,28 @@ impl Session {
                 ),
                 _ => None,
             })
-            .ok_or_else(|| "the query returned no row".to_owned())
+            .ok_or_else(|| SessionError::Query("the query returned no row".to_owned()))
+    }
+}
+
+/// Why the kept connection gave no row.
+#[derive(Debug)]
+pub(crate) enum SessionError {
+    /// No connection could be made (the server is down or starting, or the client cannot
+    /// authenticate the way the server asks): `psql` may still get through.
+    Connect(String),
+    /// The query failed on an open connection (closed by a restart, an error).
+    Query(String),
+    /// No answer within the deadline: the server hangs, and `psql` would wait too.
+    Timeout,
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(why) => write!(f, "cannot connect: {why}"),
+            Self::Query(why) => f.write_str(why),
+            Self::Timeout => f.write_str("no answer in time"),
+        }
     }
 }
