@@ -1,5 +1,6 @@
 //! What the loop saw this cycle: the input of [`decide`](super::decide).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use dcs_core::model::{ClusterConfig, Role};
@@ -325,10 +326,15 @@ impl Default for Settings {
 /// to a named candidate still promotes it (Patroni's manual failover skips the check).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimelineHighWater {
-    /// The cluster's system id when the timeline was seen: a re-initialized cluster
+    /// The cluster's system id when the timelines were seen: a re-initialized cluster
     /// starts again.
     system_id: Option<String>,
-    timeline: Option<u64>,
+    /// Per member, the highest timeline it published as `primary` or `promoted`. A
+    /// member that later publishes a lower timeline in another role never got there (its
+    /// promotion failed, or its data was replaced): its claim drops to what it shows.
+    claims: BTreeMap<String, u64>,
+    /// The highest `/history` timeline seen.
+    history: Option<u64>,
 }
 
 impl TimelineHighWater {
@@ -342,21 +348,30 @@ impl TimelineHighWater {
         if system_id.is_some() && system_id != self.system_id {
             *self = Self {
                 system_id,
-                timeline: None,
+                ..Self::default()
             };
         }
-        let primaries = cluster
-            .members
-            .iter()
-            .filter(|m| matches!(m.data.role, Role::Primary | Role::Promoted))
-            .filter_map(|m| m.data.timeline);
+        for member in &cluster.members {
+            let Some(timeline) = member.data.timeline else {
+                continue;
+            };
+            let leads = matches!(member.data.role, Role::Primary | Role::Promoted);
+            match self.claims.get_mut(&member.name) {
+                Some(claim) if leads => *claim = (*claim).max(timeline),
+                Some(claim) => *claim = (*claim).min(timeline),
+                None if leads => {
+                    self.claims.insert(member.name.clone(), timeline);
+                }
+                None => {}
+            }
+        }
         let history = cluster.history.as_ref().map(|h| h.value.next_timeline());
-        self.timeline = primaries.chain(history).chain(self.timeline).max();
+        self.history = self.history.max(history);
     }
 
     /// The highest timeline seen, if any.
     #[must_use]
     pub fn get(&self) -> Option<u64> {
-        self.timeline
+        self.claims.values().copied().max().max(self.history)
     }
 }

@@ -1180,7 +1180,14 @@ fn the_timeline_high_water_keeps_the_highest_primary_timeline_per_cluster() {
     assert_eq!(seen.get(), Some(1));
     seen.absorb(&on(three(), "pg2", "promoted", 3).state());
     // The new primary's key expired: the timeline is remembered.
-    seen.absorb(&leaderless().state());
+    seen.absorb(&leaderless().without("members/pg2").state());
+    assert_eq!(seen.get(), Some(3));
+    // Back, pg2 shows it never got there (its promotion failed): the claim is dropped.
+    seen.absorb(&on(leaderless(), "pg2", "replica", 1).state());
+    assert_eq!(seen.get(), Some(1));
+    seen.absorb(&on(three(), "pg2", "primary", 3).state());
+    // A former primary back on the timeline it led stays a claim on it.
+    seen.absorb(&on(leaderless(), "pg2", "replica", 3).state());
     assert_eq!(seen.get(), Some(3));
     seen.absorb(
         &leaderless()
