@@ -16,8 +16,11 @@
 //!   keeps the primary running until `valid_until`: a blip shorter than that demotes
 //!   nobody.
 //! - Only the healthiest member races for a free lock: not `nofailover`, within
-//!   `maximum_lag_on_failover` of `/status`, and no reachable peer that may promote is a
-//!   running primary, ahead in WAL, or equally far with a higher `failover_priority`.
+//!   `maximum_lag_on_failover` of `/status`, not behind the cluster's timeline
+//!   (`check_timeline`, on unless configured `false`; the cluster's timeline includes the
+//!   highest one a member announced, see [`TimelineHighWater`]), and no reachable peer
+//!   that may promote is a running primary, on a later timeline, ahead in WAL on the same
+//!   one, or equally far with a higher `failover_priority`.
 //! - Paused, nothing is started, stopped, promoted or demoted automatically; only a
 //!   failover to a named candidate proceeds.
 //!
