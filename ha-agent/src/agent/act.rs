@@ -430,14 +430,11 @@ impl Agent {
                 let Some(cluster) = cluster else { return };
                 let standby = self.standby_settings(cluster, upstream.as_deref(), &slot);
                 self.standby = Some(standby.clone());
-                if cluster
-                    .leader_member()
-                    .is_some_and(|l| l.data.checkpoint_after_promote() == Some(false))
-                {
+                let rewind_from = self.rewind_source(cluster, upstream.as_deref(), local);
+                if must_wait_for_checkpoint(cluster, rewind_from.is_some()) {
                     tracing::info!("waiting for the new leader's checkpoint after promote");
                     return;
                 }
-                let rewind_from = self.rewind_source(cluster, upstream.as_deref(), local);
                 let kind = if rewind_from.is_some() {
                     LongAction::Rewind
                 } else {
@@ -713,6 +710,19 @@ fn wrong_cluster_reason(o: &Observation) -> String {
     }
 }
 
+/// Whether a replica start must wait for the leader's checkpoint after its promotion:
+/// only when it rewinds against the leader (Patroni's rule), since until that checkpoint
+/// the leader's `pg_control` names its old timeline and `pg_rewind` would compute the
+/// wrong fork point. A plain start streams at once. Waiting on every start would never end
+/// when the leader key is a stale one of our own (a demoted primary whose store session
+/// outlived its lease): that "leader" is not a primary, so it never checkpoints.
+fn must_wait_for_checkpoint(cluster: &ClusterState, rewinding: bool) -> bool {
+    rewinding
+        && cluster
+            .leader_member()
+            .is_some_and(|l| l.data.checkpoint_after_promote() == Some(false))
+}
+
 /// The leader's name when this running replica cannot stream from it: it is not
 /// streaming, the leader is on a later timeline, and `/history` says our timeline ended
 /// before the position we already replayed (the server's log says "forked off current
@@ -770,5 +780,44 @@ async fn remove_data_dir(pg: &Postgres) {
         && error.kind() != std::io::ErrorKind::NotFound
     {
         tracing::error!("cannot remove {}: {error}", dir.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dcs_core::model::RawEntry;
+    use dcs_core::{ClusterState, Version};
+
+    use super::must_wait_for_checkpoint;
+
+    fn cluster(leader: &str, member_json: &str) -> ClusterState {
+        let entry = |key: &str, value: &str| RawEntry {
+            key: key.to_owned(),
+            value: value.as_bytes().to_vec(),
+            version: Version::new(1),
+            owner: None,
+            created: 1,
+        };
+        ClusterState::from_entries(vec![
+            entry("leader", leader),
+            entry(&format!("members/{leader}"), member_json),
+        ])
+    }
+
+    #[test]
+    fn only_a_rewind_waits_for_the_leaders_checkpoint_after_promote() {
+        let promoting = cluster(
+            "node2",
+            r#"{"role":"primary","version":"3.0.2","checkpoint_after_promote":false}"#,
+        );
+        assert!(must_wait_for_checkpoint(&promoting, true));
+        assert!(!must_wait_for_checkpoint(&promoting, false));
+        let checkpointed = cluster("node2", r#"{"role":"primary","version":"3.0.2"}"#);
+        assert!(!must_wait_for_checkpoint(&checkpointed, true));
+        // Our own stale key after a demotion (the store's session outlived the lease): a
+        // "leader" that is not a primary never checkpoints, and a plain start must not
+        // wait for it (it used to, forever: the seed 3291647184 ZooKeeper chaos run).
+        let stale = cluster("node2", r#"{"role":"replica","version":"3.0.2"}"#);
+        assert!(!must_wait_for_checkpoint(&stale, false));
     }
 }
