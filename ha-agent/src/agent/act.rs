@@ -351,6 +351,12 @@ impl Agent {
                 // Promote now, not a loop_wait later.
                 CycleEnd::Again
             }
+            // An earlier session of ours (a restarted agent): deciding again at once would
+            // spin until the key expires; the watch wakes the loop when it does.
+            Ok(Acquire::HeldBy(leader)) if leader.name == self.config.name => {
+                tracing::info!("the leader key is held by an earlier session of mine");
+                CycleEnd::Sleep
+            }
             Ok(Acquire::HeldBy(leader)) => {
                 tracing::info!("{} took the leader lock first", leader.name);
                 CycleEnd::Again

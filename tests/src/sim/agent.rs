@@ -498,6 +498,8 @@ impl SimAgent {
                 self.lease = Some(lease);
                 CycleEnd::Again
             }
+            // The agent's `acquire`: an earlier session of ours is waited out, not spun on.
+            Ok(Acquire::HeldBy(leader)) if leader.name == self.name => CycleEnd::Sleep,
             Ok(Acquire::HeldBy(_)) => CycleEnd::Again,
             Err(_) => CycleEnd::Sleep,
         }
