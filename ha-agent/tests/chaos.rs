@@ -46,7 +46,7 @@ fn chaos(options: &ChaosOptions) -> Option<Summary> {
 }
 
 fn options(dcs: Dcs, seed: u64) -> ChaosOptions {
-    // The servers' logs outlive the run, so a failure can be read afterwards.
+    // The servers' logs outlive a failed run, so it can be read afterwards.
     let logs = std::env::temp_dir().join(format!(
         "chaos-logs-{}-{seed}-{}",
         dcs.name(),
@@ -57,6 +57,14 @@ fn options(dcs: Dcs, seed: u64) -> ChaosOptions {
         .with_duration(MIXED)
         .with_seed(seed)
         .with_logs(logs)
+}
+
+/// Removes the kept logs once the run's assertions held: only a failure's are worth keeping,
+/// and every CI run would otherwise leave three nodes' logs behind.
+fn discard_logs(options: &ChaosOptions) {
+    if let Some(logs) = &options.logs {
+        let _ = std::fs::remove_dir_all(logs);
+    }
 }
 
 fn assert_one_writer_and_recovery(summary: &Summary) {
@@ -80,16 +88,20 @@ fn assert_one_writer_and_recovery(summary: &Summary) {
 
 #[test]
 fn mixed_faults_on_etcd_never_give_two_writable_primaries() {
-    if let Some(summary) = chaos(&options(Dcs::Etcd, 0x6e7c_d001)) {
+    let options = options(Dcs::Etcd, 0x6e7c_d001);
+    if let Some(summary) = chaos(&options) {
         assert_one_writer_and_recovery(&summary);
     }
+    discard_logs(&options);
 }
 
 #[test]
 fn mixed_faults_on_zookeeper_never_give_two_writable_primaries() {
-    if let Some(summary) = chaos(&options(Dcs::ZooKeeper, 0x2003_c0de)) {
+    let options = options(Dcs::ZooKeeper, 0x2003_c0de);
+    if let Some(summary) = chaos(&options) {
         assert_one_writer_and_recovery(&summary);
     }
+    discard_logs(&options);
 }
 
 #[test]
@@ -107,4 +119,5 @@ fn agents_that_never_demote_are_caught_by_the_single_writer_checker() {
             "an isolated primary that never demotes went unnoticed:\n{summary}"
         );
     }
+    discard_logs(&options);
 }
