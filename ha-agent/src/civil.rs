@@ -54,6 +54,29 @@ pub(crate) fn format_utc(seconds: i64, separator: char) -> String {
     )
 }
 
+/// A wall-clock instant as Python's `datetime.isoformat(separator)` prints an aware UTC
+/// datetime: microseconds only when there are some, then `+00:00`. Patroni writes its
+/// times this way (`postmaster_start_time`, `scheduled_restart.schedule`).
+pub(crate) fn python_isoformat(time: std::time::SystemTime, separator: char) -> String {
+    let (seconds, micros) = match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => (
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            since.subsec_micros(),
+        ),
+        // Before 1970: whole seconds are enough for a time nobody schedules.
+        Err(before) => (
+            -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+            0,
+        ),
+    };
+    let fraction = if micros == 0 {
+        String::new()
+    } else {
+        format!(".{micros:06}")
+    };
+    format!("{}{fraction}+00:00", format_utc(seconds, separator))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

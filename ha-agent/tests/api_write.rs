@@ -52,8 +52,16 @@ fn admin() -> Credentials {
 #[derive(Debug, PartialEq, Eq)]
 enum Asked {
     Restart,
+    ScheduleRestart {
+        at: std::time::SystemTime,
+        filters: Value,
+    },
+    CancelRestart,
     Reload,
-    Reinitialize { force: bool, from_leader: bool },
+    Reinitialize {
+        force: bool,
+        from_leader: bool,
+    },
 }
 
 /// A three-member cluster: pg0 leads, pg1 replicates, pg2 replicates with `nofailover`;
@@ -107,6 +115,21 @@ impl Harness {
                     LocalRequest::Restart { reply } => {
                         (Asked::Restart, reply, 200, "restarted successfully")
                     }
+                    LocalRequest::ScheduleRestart { restart, reply } => (
+                        Asked::ScheduleRestart {
+                            at: restart.at,
+                            filters: Value::Object(restart.filters),
+                        },
+                        reply,
+                        202,
+                        "Restart scheduled",
+                    ),
+                    LocalRequest::CancelRestart { reply } => (
+                        Asked::CancelRestart,
+                        reply,
+                        200,
+                        "scheduled restart deleted",
+                    ),
                     LocalRequest::Reload { reply } => {
                         (Asked::Reload, reply, 202, "reload scheduled")
                     }
@@ -528,11 +551,43 @@ async fn restart_reload_and_reinitialize_are_carried_out_by_the_ha_loop() {
         })
     );
 
+    let scheduled = h
+        .send(
+            "POST",
+            "/restart",
+            Some(r#"{"schedule":"2999-01-01T00:00:00+00:00","role":"replica","timeout":"1min"}"#),
+        )
+        .await;
+    assert_eq!(
+        (scheduled.status, scheduled.body.as_str()),
+        (202, "Restart scheduled")
+    );
+    assert_eq!(
+        h.asked.recv().await,
+        Some(Asked::ScheduleRestart {
+            at: ha_agent::ha::parse_scheduled_at("2999-01-01T00:00:00Z").unwrap(),
+            // The role filter does not match the primary now: it is checked when due.
+            filters: json!({"role": "replica", "timeout": 60}),
+        })
+    );
+    let past = h
+        .send(
+            "POST",
+            "/restart",
+            Some(r#"{"schedule":"2000-01-01T00:00:00+00:00"}"#),
+        )
+        .await;
+    assert_eq!(
+        (past.status, past.body.as_str()),
+        (422, "Cannot schedule restart in the past")
+    );
+
     let cancel = h.send("DELETE", "/restart", None).await;
     assert_eq!(
         (cancel.status, cancel.body.as_str()),
-        (404, "no restarts are scheduled")
+        (200, "scheduled restart deleted")
     );
+    assert_eq!(h.asked.recv().await, Some(Asked::CancelRestart));
     assert!(
         h.asked.try_recv().is_err(),
         "refused requests never reach the loop"

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dcs_tests::fixtures::agents::AgentStatus;
+use dcs_tests::fixtures::agents::{AgentStatus, ApiResponse};
 use dcs_tests::fixtures::{AgentCluster, AgentClusterOptions, AgentDcs, FixtureError};
 use dcs_tests::require::skip_or_fail;
 use serde_json::{Value, json};
@@ -646,6 +646,193 @@ async fn a_dcs_pause_shorter_than_retry_timeout_changes_nothing() {
             return Err(format!("the leader key is {leader:?} after the pause"));
         }
         eprintln!("{writes} writes through a {pause:?} pause, all acknowledged");
+        Ok(())
+    })
+    .await;
+}
+
+/// `date -u` for `seconds` from now in `format`: the schedule in the form patronictl
+/// sends (`%Y-%m-%dT%H:%M:%S+00:00`) and in the form `/patroni` prints start times.
+async fn utc_in(seconds: u64, at: std::time::SystemTime, format: &str) -> Result<String, String> {
+    let unix = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs()
+        + seconds;
+    let ran = command("date", &["-u", "-d", &format!("@{unix}"), format]).await?;
+    Ok(ran.stdout.trim().to_owned())
+}
+
+/// A member's `scheduled_restart.schedule` in `GET /cluster` (read from the DCS).
+async fn published_schedule(cluster: &AgentCluster, via: usize, member: &str) -> Option<String> {
+    let response = cluster.api_get(via, "/cluster").await.ok()?;
+    let document: Value = serde_json::from_str(&response.body).ok()?;
+    let members = document.get("members")?.as_array()?;
+    let entry = members
+        .iter()
+        .find(|m| m.get("name").and_then(Value::as_str) == Some(member))?;
+    Some(
+        entry
+            .pointer("/scheduled_restart/schedule")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// `postmaster_start_time` in node `i`'s `/patroni`.
+async fn postmaster_start(cluster: &AgentCluster, i: usize) -> Result<String, String> {
+    status(cluster, i)
+        .await?
+        .raw
+        .get("postmaster_start_time")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} publishes no postmaster_start_time", cluster.name(i)))
+}
+
+/// An error unless `answer` has `status`.
+fn expect_status(what: &str, answer: &ApiResponse, status: u16) -> Result<(), String> {
+    if answer.status == status {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} answered {}: {}",
+            answer.status, answer.body
+        ))
+    }
+}
+
+/// A restart scheduled an hour ahead on `replica`: published in its member key, one at a
+/// time, and gone from the key once cancelled.
+async fn schedule_and_cancel_a_restart(
+    cluster: &AgentCluster,
+    primary: usize,
+    replica: usize,
+) -> Result<(), String> {
+    let name = cluster.name(replica);
+    let later = utc_in(
+        3600,
+        std::time::SystemTime::now(),
+        "+%Y-%m-%dT%H:%M:%S+00:00",
+    )
+    .await?;
+    let request = json!({ "schedule": later });
+    let answer = cluster.api_post(replica, "/restart", &request).await;
+    expect_status(
+        "POST /restart with a schedule",
+        &answer.context("POST /restart")?,
+        202,
+    )?;
+    let again = cluster.api_post(replica, "/restart", &request).await;
+    expect_status(
+        "a second scheduled POST /restart",
+        &again.context("POST /restart")?,
+        409,
+    )?;
+    cluster
+        .wait_until(CONVERGE, "the member key to show the schedule", || async {
+            (published_schedule(cluster, primary, name).await? == later).then_some(())
+        })
+        .await
+        .context("publishing")?;
+    let cancel = cluster
+        .api_request(replica, "DELETE", "/restart", None, true)
+        .await;
+    expect_status("DELETE /restart", &cancel.context("DELETE /restart")?, 200)?;
+    cluster
+        .wait_until(CONVERGE, "the member key to drop the schedule", || async {
+            published_schedule(cluster, primary, name)
+                .await?
+                .is_empty()
+                .then_some(())
+        })
+        .await
+        .context("cancelling")?;
+    let none = cluster
+        .api_request(replica, "DELETE", "/restart", None, true)
+        .await;
+    expect_status(
+        "DELETE /restart with nothing scheduled",
+        &none.context("DELETE /restart")?,
+        404,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_restart_runs_at_its_time_and_a_cancelled_one_never_does() {
+    run(options(), BOOTSTRAP + 3 * CONVERGE, async |cluster| {
+        let primary = cluster
+            .wait_for_cluster(BOOTSTRAP)
+            .await
+            .context("bootstrap")?;
+        let replica = other_than(cluster, primary);
+        let name = cluster.name(replica).to_owned();
+        schedule_and_cancel_a_restart(cluster, primary, replica).await?;
+
+        // Scheduled soon through `ha-agent ctl`: runs at its time, not before. The same
+        // schedule on the primary with a filter it does not match runs nothing.
+        let replica_started = postmaster_start(cluster, replica).await?;
+        let primary_started = postmaster_start(cluster, primary).await?;
+        let now = std::time::SystemTime::now();
+        let soon = utc_in(8, now, "+%Y-%m-%dT%H:%M:%S+00:00").await?;
+        let soon_as_start = utc_in(8, now, "+%Y-%m-%d %H:%M:%S").await?;
+        let config = cluster.config_path(0).to_string_lossy().into_owned();
+        let ctl = [
+            "ctl",
+            "-c",
+            &config,
+            "restart",
+            cluster.scope(),
+            &name,
+            "--scheduled",
+            &soon,
+            "--force",
+        ];
+        let ran = command(AGENT, &ctl).await?;
+        if !ran.success || !ran.stdout.contains("restart scheduled") {
+            return Err(format!(
+                "ha-agent ctl restart --scheduled: {}{}",
+                ran.stdout, ran.stderr
+            ));
+        }
+        let filtered = json!({ "schedule": soon, "role": "replica" });
+        let answer = cluster.api_post(primary, "/restart", &filtered).await;
+        expect_status(
+            "POST /restart with a schedule and a role filter",
+            &answer.context("POST /restart")?,
+            202,
+        )?;
+
+        let restarted = cluster
+            .wait_until(CONVERGE, "the scheduled restart to run", || async {
+                let started = postmaster_start(cluster, replica).await.ok()?;
+                (started != replica_started).then_some(started)
+            })
+            .await
+            .context("the scheduled restart")?;
+        if restarted.as_str() < soon_as_start.as_str() {
+            return Err(format!(
+                "{name} restarted at {restarted}, before its schedule {soon_as_start}"
+            ));
+        }
+        cluster
+            .wait_until(CONVERGE, "the schedules to be gone", || async {
+                let left = [
+                    published_schedule(cluster, primary, &name).await?,
+                    published_schedule(cluster, primary, cluster.name(primary)).await?,
+                ];
+                left.iter().all(String::is_empty).then_some(())
+            })
+            .await
+            .context("after the scheduled restarts")?;
+        if postmaster_start(cluster, primary).await? != primary_started {
+            return Err("the primary restarted although its schedule asked for a replica".into());
+        }
+        cluster
+            .wait_for_cluster(CONVERGE)
+            .await
+            .context("the restarted replica streaming again")?;
         Ok(())
     })
     .await;

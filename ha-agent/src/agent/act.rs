@@ -109,6 +109,10 @@ impl Agent {
         let end = self.act(decision, &observation, &local).await;
         if let Some(cluster) = observation.cluster() {
             self.leader_housekeeping(&local, cluster).await;
+            // Patroni evaluates a scheduled restart only in a cluster with a leader.
+            if cluster.leader.is_some() {
+                self.evaluate_scheduled_restart().await;
+            }
         }
         end
     }

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dcs_core::model::{HistoryLine, Status, TimelineHistory, slot_name_from_member_name};
 use dcs_core::{ClusterState, DcsExt as _};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::Agent;
 use super::act::LongOutcome;
 use super::observe::Local;
 use crate::api::{LocalReply, LocalRequest};
 use crate::config::Config;
-use crate::ha::{LongAction, PeerReply, PgState};
+use crate::ha::{LongAction, PeerReply, PgState, RestartStep};
 use crate::postgres::{StopMode, conf};
 
 /// How long a peer may take to answer `GET /patroni` in the leader race (Patroni's 2 s).
@@ -192,6 +193,124 @@ impl Agent {
         Ok("reloaded the configuration".into())
     }
 
+    /// Restarts PostgreSQL in its current role as a long action; `reply` (a REST request
+    /// waiting) gets the outcome. Refused while another long action runs or PostgreSQL is
+    /// not running, as Patroni's `restart` does.
+    async fn start_restart(&mut self, reply: Option<oneshot::Sender<LocalReply>>) {
+        let refusal = if let Some(long) = &self.long {
+            Some(format!("{} is in progress", long.kind.as_str()))
+        } else if !self.pg.is_running().await.unwrap_or(false) {
+            Some("postgres is not running".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            if let Some(reply) = reply {
+                let _ = reply.send(LocalReply {
+                    status: 503,
+                    message,
+                });
+            } else {
+                tracing::warn!("scheduled restart: {message}");
+            }
+            return;
+        }
+        let pg = self.pg.clone();
+        let standby = self.standby.clone();
+        self.start_long(LongAction::Restart, reply, async move {
+            match pg.restart(StopMode::Fast, standby.as_ref()).await {
+                Ok(()) => LongOutcome::Done("restarted successfully".into()),
+                Err(error) => LongOutcome::Failed(format!("restart failed: {error}")),
+            }
+        });
+    }
+
+    /// Keeps `restart` for later (Patroni's `schedule_future_restart`): one at a time,
+    /// with the postmaster's start time now, so that a restart in between cancels it.
+    fn schedule_restart(&mut self, mut restart: crate::ha::ScheduledRestart) -> LocalReply {
+        if self.scheduled_restart.is_some() {
+            return LocalReply {
+                status: 409,
+                message: "Another restart is already scheduled".into(),
+            };
+        }
+        restart.postmaster_start_time = self
+            .node
+            .postgres
+            .as_ref()
+            .and_then(|pg| pg.postmaster_start_time);
+        tracing::info!(
+            "restart scheduled at {}",
+            crate::civil::python_isoformat(restart.at, 'T')
+        );
+        self.scheduled_restart = Some(restart);
+        LocalReply {
+            status: 202,
+            message: "Restart scheduled".into(),
+        }
+    }
+
+    /// Forgets the scheduled restart (Patroni's `delete_future_restart`).
+    fn cancel_restart(&mut self) -> LocalReply {
+        if self.scheduled_restart.take().is_some() {
+            tracing::info!("scheduled restart deleted");
+            LocalReply {
+                status: 200,
+                message: "scheduled restart deleted".into(),
+            }
+        } else {
+            LocalReply {
+                status: 404,
+                message: "no restarts are scheduled".into(),
+            }
+        }
+    }
+
+    /// Patroni's `evaluate_scheduled_restart`, after a cycle's action in a cluster with a
+    /// leader: runs the scheduled restart when due and its filters still match, and
+    /// forgets it once run, stale or made moot by a restart in between.
+    pub(super) async fn evaluate_scheduled_restart(&mut self) {
+        let Some(restart) = &self.scheduled_restart else {
+            return;
+        };
+        if self.long.is_some() {
+            return;
+        }
+        let started = self
+            .node
+            .postgres
+            .as_ref()
+            .and_then(|pg| pg.postmaster_start_time);
+        let step = crate::ha::evaluate_restart(
+            restart,
+            std::time::SystemTime::now(),
+            self.settings.loop_wait,
+            self.settings.pause,
+            started,
+        );
+        match step {
+            RestartStep::Keep => {}
+            RestartStep::Drop(reason) => {
+                tracing::warn!("{reason}");
+                self.scheduled_restart = None;
+            }
+            RestartStep::Run => {
+                let Some(restart) = self.scheduled_restart.take() else {
+                    return;
+                };
+                let at = crate::civil::python_isoformat(restart.at, 'T');
+                if crate::api::restart_matches(&restart.filters, &self.node) {
+                    tracing::info!("manual scheduled restart at {at}");
+                    self.start_restart(None).await;
+                } else {
+                    tracing::warn!(
+                        "scheduled restart at {at}: restart conditions are not satisfied"
+                    );
+                }
+            }
+        }
+    }
+
     /// Carries out a request from the REST API between cycles.
     pub(super) async fn handle_request(&mut self, request: LocalRequest) {
         match request {
@@ -208,29 +327,12 @@ impl Agent {
                 };
                 let _ = reply.send(answer);
             }
-            LocalRequest::Restart { reply } => {
-                if let Some(long) = &self.long {
-                    let _ = reply.send(LocalReply {
-                        status: 503,
-                        message: format!("{} is in progress", long.kind.as_str()),
-                    });
-                    return;
-                }
-                if !self.pg.is_running().await.unwrap_or(false) {
-                    let _ = reply.send(LocalReply {
-                        status: 503,
-                        message: "postgres is not running".into(),
-                    });
-                    return;
-                }
-                let pg = self.pg.clone();
-                let standby = self.standby.clone();
-                self.start_long(LongAction::Restart, Some(reply), async move {
-                    match pg.restart(StopMode::Fast, standby.as_ref()).await {
-                        Ok(()) => LongOutcome::Done("restarted successfully".into()),
-                        Err(error) => LongOutcome::Failed(format!("restart failed: {error}")),
-                    }
-                });
+            LocalRequest::Restart { reply } => self.start_restart(Some(reply)).await,
+            LocalRequest::ScheduleRestart { restart, reply } => {
+                let _ = reply.send(self.schedule_restart(restart));
+            }
+            LocalRequest::CancelRestart { reply } => {
+                let _ = reply.send(self.cancel_restart());
             }
             LocalRequest::Reinitialize {
                 force,

@@ -218,6 +218,8 @@ struct Agent {
     streamed_timeline: Option<StreamedTimeline>,
     /// The highest timeline a primary of the cluster was seen on.
     highest_timeline: crate::ha::TimelineHighWater,
+    /// `POST /restart` with a `schedule`, until it runs or is cancelled.
+    scheduled_restart: Option<crate::ha::ScheduledRestart>,
 }
 
 /// A timeline a replica's WAL receiver streamed, and the postmaster it was seen in.
@@ -339,6 +341,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         standby: None,
         streamed_timeline: None,
         highest_timeline: crate::ha::TimelineHighWater::default(),
+        scheduled_restart: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     if result.is_ok() {
@@ -447,12 +450,27 @@ impl Agent {
     }
 
     /// When the next cycle is due: `loop_wait` after this one started, earlier when a
-    /// held lease needs renewing before its margin.
+    /// held lease needs renewing before its margin or a scheduled switchover or restart
+    /// falls due.
     fn next_wake(&self, started: Instant) -> Instant {
         let mut until = started + self.settings.loop_wait;
         if let LeaseState::Held { valid_until, .. } = self.lease_state {
             // Wake up in time to renew (or demote) before the lease runs out.
             until = until.min(valid_until);
+        }
+        let switchover = self
+            .last_cluster
+            .as_ref()
+            .and_then(|c| c.failover.as_ref())
+            .and_then(|f| f.value.scheduled_at.as_deref())
+            .and_then(crate::ha::parse_scheduled_at);
+        let restart = self.scheduled_restart.as_ref().map(|r| r.at);
+        let wall_clock = std::time::SystemTime::now();
+        for at in [switchover, restart].into_iter().flatten() {
+            // A time already passed needs no wake-up: the next cycle handles it anyway.
+            if let Ok(ahead) = at.duration_since(wall_clock) {
+                until = until.min(Instant::now() + ahead);
+            }
         }
         until.max(Instant::now() + Duration::from_millis(50))
     }

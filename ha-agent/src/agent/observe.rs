@@ -148,6 +148,10 @@ impl Agent {
         node.role = role(local);
         node.holds_lease = holds_lease;
         node.paused = self.settings.pause;
+        node.scheduled_restart = self
+            .scheduled_restart
+            .as_ref()
+            .map(crate::ha::ScheduledRestart::api_json);
         node.dcs_last_seen = self.dcs_last_seen;
         node.system_identifier = match &local.postgres.data_dir {
             DataDir::Initialized { system_id } => Some(system_id.clone()),
@@ -192,15 +196,20 @@ impl Agent {
             receive_lsn: status.filter(|s| s.in_recovery).and_then(|s| s.wal.receive),
             replication_state: status.filter(|s| s.in_recovery).map(replication_state),
             timeline: local.postgres.timeline,
-            extra: if self.checkpoint_pending {
-                serde_json::Map::from_iter([(
-                    "checkpoint_after_promote".to_owned(),
-                    serde_json::Value::Bool(false),
-                )])
-            } else {
-                serde_json::Map::new()
-            },
+            extra: self.member_extra(),
         }
+    }
+
+    /// The member key's optional fields this agent publishes.
+    fn member_extra(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut extra = serde_json::Map::new();
+        if self.checkpoint_pending {
+            extra.insert("checkpoint_after_promote".into(), false.into());
+        }
+        if let Some(restart) = &self.scheduled_restart {
+            extra.insert("scheduled_restart".into(), restart.member_json().into());
+        }
+        extra
     }
 }
 

@@ -88,6 +88,9 @@ pub fn patroni_json(node: &NodeStatus, cluster: Option<&ClusterState>) -> Value 
     if node.pending_restart {
         doc.insert("pending_restart".into(), true.into());
     }
+    if let Some(restart) = &node.scheduled_restart {
+        doc.insert("scheduled_restart".into(), Value::Object(restart.clone()));
+    }
     doc.insert(
         "patroni".into(),
         json!({ "version": node.version, "scope": node.scope, "name": node.name }),
@@ -453,15 +456,7 @@ fn host_port(conn_url: &str) -> Option<(String, Option<u16>)> {
 
 /// Python's `str(datetime)` of an aware UTC datetime: `YYYY-MM-DD HH:MM:SS[.ffffff]+00:00`.
 fn python_datetime(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    let micros = since.subsec_micros();
-    let fraction = if micros == 0 {
-        String::new()
-    } else {
-        format!(".{micros:06}")
-    };
-    format!("{}{fraction}+00:00", crate::civil::format_utc(seconds, ' '))
+    crate::civil::python_isoformat(time, ' ')
 }
 
 #[cfg(test)]

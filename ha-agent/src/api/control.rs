@@ -7,6 +7,7 @@ use dcs_core::Dcs;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Credentials;
+use crate::ha::ScheduledRestart;
 
 /// The write side's handles, given to [`serve`](super::serve). Without one, every
 /// authenticated endpoint answers 404 (a read-only API).
@@ -27,6 +28,19 @@ pub struct Control {
 pub enum LocalRequest {
     /// `POST /restart`: restart PostgreSQL in its current role.
     Restart {
+        /// The answer.
+        reply: oneshot::Sender<LocalReply>,
+    },
+    /// `POST /restart` with a `schedule`: keep this restart and carry it out when due.
+    /// Answered 202 when kept, 409 when another one is already scheduled.
+    ScheduleRestart {
+        /// What and when; the loop fills in the postmaster's start time.
+        restart: ScheduledRestart,
+        /// The answer.
+        reply: oneshot::Sender<LocalReply>,
+    },
+    /// `DELETE /restart`: forget the scheduled restart (200), or 404 without one.
+    CancelRestart {
         /// The answer.
         reply: oneshot::Sender<LocalReply>,
     },

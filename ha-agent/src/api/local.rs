@@ -8,17 +8,20 @@ use super::NodeStatus;
 use super::failover::Outcome;
 
 /// An accepted `POST /restart`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct RestartPlan {
     /// The `timeout` filter in seconds: how long PostgreSQL may take to come back.
     pub(super) timeout: Option<u64>,
+    /// `schedule`: restart at this time rather than now.
+    pub(super) schedule: Option<std::time::SystemTime>,
+    /// The filters a scheduled restart keeps and checks again when it is due (`timeout`
+    /// in seconds, the others as sent).
+    pub(super) filters: Map<String, Value>,
 }
 
-/// Patroni 3.0.2's `do_POST_restart` checks and `restart_matches`, on this node's status
-/// as the HA loop last published it.
-///
-/// Scheduled restarts (`schedule`) are validated like Patroni's but then refused with 501:
-/// the agent keeps no restart schedule.
+/// Patroni 3.0.2's `do_POST_restart` checks, on this node's status as the HA loop last
+/// published it. A restart for now must also match its filters (`restart_matches`); a
+/// scheduled one is checked when it is due.
 pub(super) fn plan_restart(
     request: &Map<String, Value>,
     node: &NodeStatus,
@@ -27,28 +30,31 @@ pub(super) fn plan_restart(
     if node.paused && request.contains_key("schedule") {
         return refuse(500, "Can't schedule restart in the paused state".to_owned());
     }
-    let mut timeout = None;
+    let mut plan = RestartPlan {
+        timeout: None,
+        schedule: None,
+        filters: Map::new(),
+    };
     for (key, value) in request {
         match key.as_str() {
             "schedule" => {
-                // Patroni's texts for a bad time; a good one has nowhere to go.
+                // Patroni's texts for a bad time.
                 let time = value.as_str().and_then(crate::ha::parse_scheduled_at);
-                let now = std::time::SystemTime::now();
-                return match time {
-                    Some(at) if at < now => {
-                        refuse(422, "Cannot schedule restart in the past".to_owned())
+                match time {
+                    Some(at) if at < std::time::SystemTime::now() => {
+                        return refuse(422, "Cannot schedule restart in the past".to_owned());
                     }
-                    Some(_) => refuse(
-                        501,
-                        "Scheduled restarts are not supported by this agent".to_owned(),
-                    ),
-                    None => refuse(
-                        422,
-                        "Unable to parse scheduled timestamp. It should be in an unambiguous \
-                         format, e.g. ISO 8601"
-                            .to_owned(),
-                    ),
-                };
+                    Some(at) => plan.schedule = Some(at),
+                    None => {
+                        return refuse(
+                            422,
+                            "Unable to parse scheduled timestamp. It should be in an \
+                             unambiguous format, e.g. ISO 8601"
+                                .to_owned(),
+                        );
+                    }
+                }
+                continue;
             }
             "role" => {
                 if !matches!(value.as_str(), Some("master" | "primary" | "replica")) {
@@ -64,7 +70,11 @@ pub(super) fn plan_restart(
                 }
             }
             "timeout" => match parse_seconds(value) {
-                Some(seconds) if seconds > 0 => timeout = Some(seconds.unsigned_abs()),
+                Some(seconds) if seconds > 0 => {
+                    plan.timeout = Some(seconds.unsigned_abs());
+                    plan.filters.insert(key.clone(), seconds.into());
+                    continue;
+                }
                 _ => {
                     return refuse(
                         400,
@@ -80,9 +90,10 @@ pub(super) fn plan_restart(
                 );
             }
         }
+        plan.filters.insert(key.clone(), value.clone());
     }
-    if restart_matches(request, node) {
-        Ok(RestartPlan { timeout })
+    if plan.schedule.is_some() || restart_matches(&plan.filters, node) {
+        Ok(plan)
     } else {
         refuse(503, "restart conditions are not satisfied".to_owned())
     }
@@ -90,7 +101,7 @@ pub(super) fn plan_restart(
 
 /// Patroni's `restart_matches`: every filter given holds for this node. `restart_pending`
 /// counts by its presence, whatever its value, as in Patroni.
-fn restart_matches(request: &Map<String, Value>, node: &NodeStatus) -> bool {
+pub(crate) fn restart_matches(request: &Map<String, Value>, node: &NodeStatus) -> bool {
     let role_matches = request
         .get("role")
         .and_then(Value::as_str)
@@ -219,7 +230,13 @@ mod tests {
         let pending = node(Role::Replica, 150_004, true);
         let mut paused = primary.clone();
         paused.paused = true;
-        let ok = |timeout| Ok(RestartPlan { timeout });
+        let ok = |timeout, filters| {
+            Ok(RestartPlan {
+                timeout,
+                schedule: None,
+                filters: body(filters),
+            })
+        };
         let refused = |status, message: &str| {
             Err(Outcome {
                 status,
@@ -227,18 +244,18 @@ mod tests {
             })
         };
         let table: Vec<(&str, Value, &NodeStatus, Result<RestartPlan, Outcome>)> = vec![
-            ("no filter", json!({}), &primary, ok(None)),
+            ("no filter", json!({}), &primary, ok(None, json!({}))),
             (
                 "role as 3.x names it",
                 json!({"role": "master"}),
                 &primary,
-                ok(None),
+                ok(None, json!({"role": "master"})),
             ),
             (
                 "role matches",
                 json!({"role": "primary"}),
                 &primary,
-                ok(None),
+                ok(None, json!({"role": "primary"})),
             ),
             (
                 "role differs",
@@ -256,7 +273,7 @@ mod tests {
                 "a newer version is wanted",
                 json!({"postgres_version": "15.5"}),
                 &primary,
-                ok(None),
+                ok(None, json!({"postgres_version": "15.5"})),
             ),
             (
                 "the running version is that new already",
@@ -289,19 +306,19 @@ mod tests {
                 "pending restart wanted and needed",
                 json!({"restart_pending": true, "role": "replica"}),
                 &pending,
-                ok(None),
+                ok(None, json!({"restart_pending": true, "role": "replica"})),
             ),
             (
                 "timeout in seconds",
                 json!({"timeout": 30}),
                 &primary,
-                ok(Some(30)),
+                ok(Some(30), json!({"timeout": 30})),
             ),
             (
                 "timeout with a unit",
                 json!({"timeout": "2min"}),
                 &primary,
-                ok(Some(120)),
+                ok(Some(120), json!({"timeout": 120})),
             ),
             (
                 "zero timeout",
@@ -334,10 +351,14 @@ mod tests {
                 refused(422, "Cannot schedule restart in the past"),
             ),
             (
-                "a valid schedule is not supported",
-                json!({"schedule": "2999-01-01T00:00:00Z"}),
+                "a schedule: its filters are checked when it is due",
+                json!({"schedule": "2999-01-01T00:00:00Z", "role": "replica", "timeout": "1min"}),
                 &primary,
-                refused(501, "Scheduled restarts are not supported by this agent"),
+                Ok(RestartPlan {
+                    timeout: Some(60),
+                    schedule: crate::ha::parse_scheduled_at("2999-01-01T00:00:00Z"),
+                    filters: body(json!({"role": "replica", "timeout": 60})),
+                }),
             ),
         ];
         for (name, request, node, expected) in table {

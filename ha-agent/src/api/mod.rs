@@ -54,9 +54,10 @@
 //! | `PATCH /config` | merge patch (`null` deletes), compare-and-set: 200 + the new config, 409 changed meanwhile, 503 no `config` key |
 //! | `PUT /config` | replaces the config: 200 + the config, 502 not written |
 //! | `POST /restart` `{role?, postgres_version?, restart_pending?, timeout?}` | the HA loop's answer (200 `restarted successfully`, 503 ...); 503 `restart conditions are not satisfied` |
+//! | `POST /restart` `{schedule, ...}` | 202 `Restart scheduled` (the loop runs it when due if the filters still match), 409 one is already scheduled, 422 past or unreadable time, 500 paused |
 //! | `POST /reload` | the HA loop's answer (202 `reload scheduled`) |
 //! | `POST /reinitialize` `{force?, from_leader?}` | the HA loop's answer (200 `reinitialize started`, 503 reason) |
-//! | `DELETE /restart` | 404 `no restarts are scheduled` |
+//! | `DELETE /restart` | 200 `scheduled restart deleted`, 404 `no restarts are scheduled` |
 //!
 //! The checks are pure functions table-tested on their own (`failover`, `local`,
 //! `patch`); `write` does the DCS reads and writes against a fresh `Dcs::cluster`, and
@@ -65,9 +66,9 @@
 //!
 //! # Not (yet) implemented
 //!
-//! * Scheduled restarts: `POST /restart` with `schedule` is 501 once the time is valid.
-//!   The restart `timeout` filter only bounds how long the API waits for the loop's
-//!   answer; it is not passed on.
+//! * The restart `timeout` filter only bounds how long the API waits for the loop's
+//!   answer; it is not passed on (Patroni fails over a primary that does not come back
+//!   within it).
 //! * `POST /failsafe`, `/citus`, `/mpp` answer 404.
 //! * A switchover/failover candidate is judged by its member key (present, not
 //!   `nofailover`), not by asking its REST API as Patroni does: see `failover`.
@@ -98,6 +99,7 @@ pub use auth::unsupported_restapi_settings;
 pub use body::{cluster_json, history_json, metrics_text, patroni_json};
 pub use control::{Control, LocalReply, LocalRequest};
 pub use health::{HealthCheck, Query, health_status, liveness_status, readiness_status};
+pub(crate) use local::restart_matches;
 pub use server::serve;
 pub use status::{NodeStatus, PostgresStatus, ReplicationConnection, Snapshot, Xlog};
 

@@ -64,6 +64,9 @@ pub struct NodeStatus {
     pub system_identifier: Option<String>,
     /// Some parameter change waits for a restart.
     pub pending_restart: bool,
+    /// The restart scheduled on this node, as `/patroni` shows it
+    /// ([`ScheduledRestart::api_json`](crate::ha::ScheduledRestart::api_json)).
+    pub scheduled_restart: Option<Map<String, Value>>,
     /// The watchdog could not be armed; peers do not let such a member promote.
     pub watchdog_failed: bool,
     /// Failsafe mode is keeping this primary up while the DCS is unreachable.
@@ -157,6 +160,7 @@ impl NodeStatus {
             noloadbalance: false,
             system_identifier: None,
             pending_restart: false,
+            scheduled_restart: None,
             watchdog_failed: false,
             failsafe_active: false,
             dcs_last_seen: 0,

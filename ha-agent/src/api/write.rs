@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::failover::{self, Action, Outcome};
-use super::local::{parse_bool, plan_restart};
+use super::local::{RestartPlan, parse_bool, plan_restart};
 use super::patch::patch_config;
 use super::{Control, LocalReply, LocalRequest, Response, Snapshot, error_page};
+use crate::ha::ScheduledRestart;
 
 /// The largest request body read; a config document is a few KiB.
 pub(super) const MAX_BODY: usize = 64 * 1024;
@@ -163,8 +164,32 @@ pub(super) async fn handle(
         Endpoint::CancelSwitchover => cancel_switchover(dcs).await,
         Endpoint::PatchConfig => patch(dcs, &body).await,
         Endpoint::PutConfig => put(dcs, body).await,
-        Endpoint::CancelRestart => text(404, "no restarts are scheduled"),
+        Endpoint::CancelRestart => {
+            ask(
+                requests,
+                |reply| LocalRequest::CancelRestart { reply },
+                LOOP_ANSWER_DEADLINE,
+            )
+            .await
+        }
         Endpoint::Restart => match plan_restart(&body, &snapshot.node) {
+            Ok(RestartPlan {
+                schedule: Some(at),
+                filters,
+                ..
+            }) => {
+                let restart = ScheduledRestart {
+                    at,
+                    filters,
+                    postmaster_start_time: None,
+                };
+                ask(
+                    requests,
+                    |reply| LocalRequest::ScheduleRestart { restart, reply },
+                    LOOP_ANSWER_DEADLINE,
+                )
+                .await
+            }
             Ok(plan) => {
                 let start = plan.timeout.unwrap_or(RESTART_START_TIMEOUT);
                 let wait = Duration::from_secs(start).saturating_add(RESTART_MARGIN);

@@ -1,6 +1,6 @@
 //! [`decide`]: one HA cycle's decision, modelled on Patroni's `Ha._run_cycle`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use dcs_core::model::{Failover, Initialize, Versioned, slot_name_from_member_name};
 use dcs_core::{ClusterState, Precondition};
@@ -8,7 +8,7 @@ use dcs_core::{ClusterState, Precondition};
 use super::decision::{Action, Decision, DemoteMode, Effect, LeaseStep, StartRole};
 use super::observation::{DataDir, LeaseState, Observation, PgState, Renewal};
 use super::race::{Race, Verdict};
-use super::schedule::parse_scheduled_at;
+use super::schedule::{Window, parse_scheduled_at, window};
 
 /// Decides what this member does this cycle. Pure: no I/O, no clock.
 ///
@@ -578,19 +578,20 @@ fn leader_failover(
         if paused {
             return LeaderFailover::Ignore;
         }
-        match scheduled(o.wall_clock, at, o.settings.loop_wait) {
-            Schedule::Invalid => {
-                return LeaderFailover::Clear(format!("incorrect value of scheduled_at: {at}"));
-            }
-            Schedule::Later(seconds) => {
+        let Some(time) = parse_scheduled_at(at) else {
+            return LeaderFailover::Clear(format!("incorrect value of scheduled_at: {at}"));
+        };
+        match window(o.wall_clock, time, o.settings.loop_wait) {
+            Window::Ahead(ahead) => {
                 return LeaderFailover::Note(format!(
-                    "awaiting failover at {at} (in {seconds} seconds)"
+                    "awaiting failover at {at} (in {:.0} seconds)",
+                    ahead.as_secs_f64()
                 ));
             }
-            Schedule::Stale => {
+            Window::Stale => {
                 return LeaderFailover::Clear(format!("found a stale failover value: {at}"));
             }
-            Schedule::Due => {}
+            Window::Due => {}
         }
     }
     if request.leader.as_deref().is_some_and(|l| l != me) {
@@ -632,32 +633,5 @@ fn leader_failover(
         Ok(false) => LeaderFailover::Clear(
             "manual failover: no healthy members found, failover is not possible".into(),
         ),
-    }
-}
-
-enum Schedule {
-    Invalid,
-    Later(u64),
-    Due,
-    Stale,
-}
-
-/// Patroni's window: due from `loop_wait` before `scheduled_at`, stale once more than
-/// `1.5 * loop_wait` (whole seconds) past it.
-fn scheduled(now: SystemTime, at: &str, loop_wait: Duration) -> Schedule {
-    let Some(at) = parse_scheduled_at(at) else {
-        return Schedule::Invalid;
-    };
-    match at.duration_since(now) {
-        Ok(ahead) if ahead > loop_wait => Schedule::Later(ahead.as_secs()),
-        Ok(_) => Schedule::Due,
-        Err(past) => {
-            let grace = Duration::from_secs(loop_wait.as_secs() * 3 / 2);
-            if past.duration() > grace {
-                Schedule::Stale
-            } else {
-                Schedule::Due
-            }
-        }
     }
 }

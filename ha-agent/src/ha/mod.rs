@@ -61,4 +61,6 @@ pub use observation::{
     DataDir, LeaseState, LocalMember, LocalPostgres, LongAction, Observation, PeerReply,
     PeerStatus, PgState, Renewal, Settings, TimelineHighWater, WalPosition,
 };
-pub use schedule::parse_scheduled_at;
+pub use schedule::{
+    RestartStep, ScheduledRestart, Window, evaluate_restart, parse_scheduled_at, window,
+};

@@ -1,9 +1,123 @@
-//! `scheduled_at`: the ISO-8601 timestamps Patroni and `patronictl` write, read without a
-//! date crate.
+//! Scheduled actions: the ISO-8601 timestamps Patroni and `patronictl` write (read without
+//! a date crate), when a scheduled time is due, and the scheduled restart an agent keeps.
 
 use std::time::{Duration, SystemTime};
 
-use crate::civil::{days_from_civil, days_in_month};
+use serde_json::{Map, Value};
+
+use crate::civil::{days_from_civil, days_in_month, python_isoformat};
+
+/// Where a scheduled time stands against the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// Still this far ahead: wait (the loop wakes up at the time).
+    Ahead(Duration),
+    /// Due: at the time, or past it by at most 1.5 `loop_wait` (whole seconds).
+    Due,
+    /// Further past: the loop ran too late to honour it, so it is dropped.
+    Stale,
+}
+
+/// Patroni's `should_run_scheduled_action` window, except that an action is due at its
+/// time, not up to `loop_wait` before it: Patroni sleeps in its loop until the time, this
+/// agent wakes its loop up at the time instead.
+#[must_use]
+pub fn window(now: SystemTime, at: SystemTime, loop_wait: Duration) -> Window {
+    match at.duration_since(now) {
+        Ok(ahead) if !ahead.is_zero() => Window::Ahead(ahead),
+        Ok(_) => Window::Due,
+        Err(past) => {
+            // Patroni's `int(loop_wait * 1.5)`.
+            let grace = Duration::from_secs(loop_wait.as_secs() * 3 / 2);
+            if past.duration() > grace {
+                Window::Stale
+            } else {
+                Window::Due
+            }
+        }
+    }
+}
+
+/// A restart asked for with `POST /restart {"schedule": ...}`. Like Patroni, the agent
+/// keeps it in memory (a restarted agent forgets it) and publishes it in its member key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduledRestart {
+    /// When.
+    pub at: SystemTime,
+    /// The request's other fields (`role`, `postgres_version`, `restart_pending`, and
+    /// `timeout` in seconds), checked again when the restart is due.
+    pub filters: Map<String, Value>,
+    /// `pg_postmaster_start_time()` when it was scheduled: a restart in between makes it
+    /// moot.
+    pub postmaster_start_time: Option<SystemTime>,
+}
+
+impl ScheduledRestart {
+    /// The member key's `scheduled_restart`: the request with `schedule` in Python's
+    /// `isoformat()` and `postmaster_start_time`, as Patroni's `touch_member` writes it.
+    #[must_use]
+    pub fn member_json(&self) -> Map<String, Value> {
+        let mut json = self.api_json();
+        json.insert(
+            "postmaster_start_time".into(),
+            self.postmaster_start_time
+                .map(|t| python_isoformat(t, ' '))
+                .into(),
+        );
+        json
+    }
+
+    /// `/patroni`'s `scheduled_restart`: the same without `postmaster_start_time`.
+    #[must_use]
+    pub fn api_json(&self) -> Map<String, Value> {
+        let mut json = self.filters.clone();
+        json.insert("schedule".into(), python_isoformat(self.at, 'T').into());
+        json
+    }
+}
+
+/// What a cycle does with a scheduled restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestartStep {
+    /// Not yet (or paused): keep it.
+    Keep,
+    /// Forget it, for this reason (logged).
+    Drop(String),
+    /// Restart now, if its filters still match, and forget it either way.
+    Run,
+}
+
+/// Patroni's `evaluate_scheduled_restart`, for a cycle in which no long action runs:
+/// a postmaster started since the restart was scheduled makes it moot; paused, nothing
+/// runs; then [`window`] decides.
+#[must_use]
+pub fn evaluate_restart(
+    restart: &ScheduledRestart,
+    now: SystemTime,
+    loop_wait: Duration,
+    paused: bool,
+    postmaster_start_time: Option<SystemTime>,
+) -> RestartStep {
+    if let (Some(then), Some(started)) = (restart.postmaster_start_time, postmaster_start_time)
+        && then != started
+    {
+        return RestartStep::Drop(format!(
+            "cancelling scheduled restart: postgres restart has already happened at {}",
+            python_isoformat(started, ' ')
+        ));
+    }
+    if paused {
+        return RestartStep::Keep;
+    }
+    match window(now, restart.at, loop_wait) {
+        Window::Ahead(_) => RestartStep::Keep,
+        Window::Due => RestartStep::Run,
+        Window::Stale => RestartStep::Drop(format!(
+            "found a stale restart value, cleaning up: {}",
+            python_isoformat(restart.at, 'T')
+        )),
+    }
+}
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM|±HHMM)` (a space may replace the `T`,
 /// as Python's `isoformat(' ')` writes) into a wall-clock instant.
@@ -95,6 +209,84 @@ mod tests {
 
     fn unix(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_scheduled_time_is_due_from_its_time_until_one_and_a_half_loop_waits_after() {
+        let at = unix(1_000);
+        let loop_wait = Duration::from_secs(10);
+        let cases = [
+            (unix(900), Window::Ahead(Duration::from_secs(100))),
+            (
+                at - Duration::from_millis(1),
+                Window::Ahead(Duration::from_millis(1)),
+            ),
+            (at, Window::Due),
+            (unix(1_015), Window::Due),
+            (unix(1_015) + Duration::from_millis(1), Window::Stale),
+        ];
+        for (now, expected) in cases {
+            assert_eq!(window(now, at, loop_wait), expected, "{now:?}");
+        }
+    }
+
+    #[test]
+    fn a_scheduled_restart_runs_when_due_unless_paused_stale_or_already_restarted() {
+        let started = unix(500);
+        let restart = ScheduledRestart {
+            at: unix(1_000),
+            filters: Map::new(),
+            postmaster_start_time: Some(started),
+        };
+        let loop_wait = Duration::from_secs(2);
+        let step = |now, paused, postmaster| {
+            evaluate_restart(&restart, unix(now), loop_wait, paused, postmaster)
+        };
+        assert_eq!(step(999, false, Some(started)), RestartStep::Keep);
+        assert_eq!(step(1_000, false, Some(started)), RestartStep::Run);
+        assert_eq!(
+            step(1_000, true, Some(started)),
+            RestartStep::Keep,
+            "paused"
+        );
+        // PostgreSQL down (no start time): the restart still runs, as in Patroni.
+        assert_eq!(step(1_001, false, None), RestartStep::Run);
+        assert!(
+            matches!(step(1_004, false, Some(started)), RestartStep::Drop(why) if why.contains("stale"))
+        );
+        assert!(
+            matches!(step(999, true, Some(unix(900))), RestartStep::Drop(why) if why.contains("already happened")),
+            "a restart in between cancels it even while paused"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_restart_is_published_as_patroni_publishes_it() {
+        let restart = ScheduledRestart {
+            at: unix(1_727_179_200),
+            filters: Map::from_iter([
+                ("role".to_owned(), Value::from("replica")),
+                ("timeout".to_owned(), Value::from(30)),
+            ]),
+            postmaster_start_time: Some(unix(1_727_000_000) + Duration::from_millis(250)),
+        };
+        assert_eq!(
+            Value::Object(restart.member_json()),
+            serde_json::json!({
+                "schedule": "2024-09-24T12:00:00+00:00",
+                "role": "replica",
+                "timeout": 30,
+                "postmaster_start_time": "2024-09-22 10:13:20.250000+00:00",
+            })
+        );
+        assert_eq!(
+            Value::Object(restart.api_json()),
+            serde_json::json!({
+                "schedule": "2024-09-24T12:00:00+00:00",
+                "role": "replica",
+                "timeout": 30,
+            })
+        );
     }
 
     #[test]

@@ -778,9 +778,17 @@ fn the_leader_carries_out_switchovers() {
             Action::StayPrimary,
         ),
         row(
-            "scheduled switchover due within loop_wait → graceful demote",
+            "scheduled switchover 5 s ahead, within loop_wait → waits for its time",
             switchover(
                 r#"{"leader":"pg0","member":"pg1","scheduled_at":"2024-09-24T12:00:05+00:00"}"#,
+            ),
+            Renew,
+            Action::StayPrimary,
+        ),
+        row(
+            "scheduled switchover at its time → graceful demote",
+            switchover(
+                r#"{"leader":"pg0","member":"pg1","scheduled_at":"2024-09-24T12:00:00+00:00"}"#,
             ),
             Release,
             GRACEFUL,
