@@ -10,7 +10,8 @@ use dcs_core::{
     Precondition, Timing, WatchOutcome,
 };
 use ha_agent::api::{
-    Control, LocalReply, LocalRequest, NodeStatus, PostgresStatus, Snapshot, Xlog, serve,
+    Allowlist, Control, LocalReply, LocalRequest, Network, NodeStatus, PostgresStatus, Snapshot,
+    Xlog, serve,
 };
 use ha_agent::config::Credentials;
 use ha_agent::http::{HttpResponse, request};
@@ -156,6 +157,7 @@ impl Harness {
             dcs: Arc::new(store.client(options("pg0-api"))),
             requests,
             authentication: Some(admin()),
+            allowlist: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -595,12 +597,18 @@ async fn restart_reload_and_reinitialize_are_carried_out_by_the_ha_loop() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn without_credentials_configured_anyone_may_write() {
+/// `POST /reload` from 127.0.0.1 to an API without credentials, with `allowlist`, whose
+/// last cluster view is `cluster`: the status, and whether the HA loop was asked.
+async fn reload_from_localhost(
+    allowlist: Option<Allowlist>,
+    cluster: Option<dcs_core::ClusterState>,
+) -> (u16, bool) {
     let store = MemoryStore::new();
     let (requests, mut queue) = mpsc::channel::<LocalRequest>(1);
+    let (asked_tx, mut asked) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(LocalRequest::Reload { reply }) = queue.recv().await {
+            let _ = asked_tx.send(());
             let _ = reply.send(LocalReply {
                 status: 202,
                 message: "reload scheduled".into(),
@@ -611,16 +619,72 @@ async fn without_credentials_configured_anyone_may_write() {
         dcs: Arc::new(store.client(options("pg0"))),
         requests,
         authentication: None,
+        allowlist,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/reload", listener.local_addr().unwrap());
-    let (_snapshots, receiver) = watch::channel(primary_snapshot());
+    let snapshot = Snapshot {
+        cluster,
+        ..primary_snapshot()
+    };
+    let (_snapshots, receiver) = watch::channel(snapshot);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, receiver, Some(control), async {
         let _ = stopped.await;
     }));
     let answer = request("POST", &url, None, None, TIMEOUT).await.unwrap();
-    assert_eq!(answer.status, 202);
+    if answer.status == 403 {
+        assert_eq!(answer.body, "Access is denied");
+    }
     stop.send(()).unwrap();
     server.await.unwrap();
+    (answer.status, asked.try_recv().is_ok())
+}
+
+#[tokio::test]
+async fn without_credentials_configured_anyone_may_write() {
+    assert_eq!(reload_from_localhost(None, None).await, (202, true));
+}
+
+#[tokio::test]
+async fn the_allowlist_refuses_other_addresses_before_anything_else() {
+    let networks = |list: &[&str]| -> Vec<Network> {
+        list.iter().map(|n| Network::parse(n).unwrap()).collect()
+    };
+    let elsewhere = Allowlist {
+        networks: networks(&["10.0.0.0/8", "192.0.2.1"]),
+        include_members: false,
+    };
+    assert_eq!(
+        reload_from_localhost(Some(elsewhere.clone()), None).await,
+        (403, false),
+        "127.0.0.1 is not in the list: refused, the loop never asked"
+    );
+    let local = Allowlist {
+        networks: networks(&["10.0.0.0/8", "127.0.0.0/8"]),
+        include_members: false,
+    };
+    assert_eq!(reload_from_localhost(Some(local), None).await, (202, true));
+
+    // With allowlist_include_members, a member's api_url host is allowed too.
+    let store = MemoryStore::new();
+    let pg1 = store.client(options("pg1"));
+    pg1.publish_member(&member("replica", &json!({})))
+        .await
+        .unwrap();
+    let cluster = pg1.cluster().await.unwrap();
+    let members = Allowlist {
+        include_members: true,
+        ..elsewhere.clone()
+    };
+    assert_eq!(
+        reload_from_localhost(Some(members.clone()), Some(cluster)).await,
+        (202, true),
+        "pg1's api_url is on 127.0.0.1"
+    );
+    assert_eq!(
+        reload_from_localhost(Some(members), None).await,
+        (403, false),
+        "no cluster view, no members to allow"
+    );
 }

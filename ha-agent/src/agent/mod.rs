@@ -255,17 +255,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
     if !unsupported.is_empty() {
         return Err(AgentError::Unsupported(unsupported));
     }
-    let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+    let mut stop_rx = stop_on_signals()?;
     let mut hangup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
-            _ = interrupt.recv() => tracing::info!("received SIGINT, shutting down"),
-        }
-        let _ = stop_tx.send(true);
-    });
 
     let address = config.restapi.listen.to_string();
     let listener = TcpListener::bind(&address)
@@ -293,6 +284,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         dcs: Arc::clone(&dcs),
         requests: requests_tx,
         authentication: config.restapi.authentication.clone(),
+        allowlist: api::Allowlist::resolve(&config.restapi).await,
     };
     let mut api_stop = stop_rx.clone();
     let api = tokio::spawn(api::serve(
@@ -353,6 +345,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
     }
     api.abort();
     result
+}
+
+/// A flag that turns true on SIGTERM or SIGINT.
+fn stop_on_signals() -> Result<watch::Receiver<bool>, AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
+            _ = interrupt.recv() => tracing::info!("received SIGINT, shutting down"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    Ok(stop_rx)
 }
 
 /// Whether the test-only [`UNSAFE_NEVER_DEMOTE_VAR`] is set, said loudly when it is.

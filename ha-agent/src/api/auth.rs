@@ -8,28 +8,13 @@ use crate::config::{Credentials, RestApi};
 /// The `restapi` settings this API does not enforce, one sentence each; empty when
 /// everything configured is enforced.
 ///
-/// Each of them narrows who may call the write endpoints (`allowlist`,
-/// `allowlist_include_members`, `verify_client`) or protects the credentials on the wire
-/// (`certfile`: TLS). Serving without them would be *less* protected than the operator
+/// Each of them narrows who may call the write endpoints (`verify_client`) or protects
+/// the credentials on the wire (`certfile`: TLS). Serving without them would be *less* protected than the operator
 /// asked for, so the agent should refuse to start (`--validate-config` included) rather
 /// than warn; the config parser accepts them because they are valid Patroni settings.
 #[must_use]
 pub fn unsupported_restapi_settings(restapi: &RestApi) -> Vec<String> {
     let mut unsupported = Vec::new();
-    if !restapi.allowlist.is_empty() {
-        unsupported.push(
-            "restapi.allowlist is not supported: the write endpoints would accept requests \
-             from any address"
-                .to_owned(),
-        );
-    }
-    if restapi.allowlist_include_members {
-        unsupported.push(
-            "restapi.allowlist_include_members is not supported: the write endpoints would \
-             accept requests from any address"
-                .to_owned(),
-        );
-    }
     if restapi
         .verify_client
         .as_deref()
@@ -215,12 +200,8 @@ mod tests {
                 &[],
             ),
             (
-                "  allowlist: [127.0.0.1, 10.0.0.0/8]\n",
-                &["restapi.allowlist"],
-            ),
-            (
-                "  allowlist_include_members: true\n",
-                &["restapi.allowlist_include_members"],
+                "  allowlist: [127.0.0.1, 10.0.0.0/8]\n  allowlist_include_members: true\n",
+                &[],
             ),
             (
                 "  certfile: /etc/cert.pem\n  verify_client: required\n",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dcs_core::Dcs;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Allowlist;
 use crate::config::Credentials;
 use crate::ha::ScheduledRestart;
 
@@ -20,6 +21,9 @@ pub struct Control {
     /// `restapi.authentication`: Basic credentials every write request must carry; `None`
     /// lets anyone write, as Patroni does without the section.
     pub authentication: Option<Credentials>,
+    /// `restapi.allowlist` (and `allowlist_include_members`): the client addresses that
+    /// may write at all, checked before the credentials; `None`: any address.
+    pub allowlist: Option<Allowlist>,
 }
 
 /// A request the HA loop carries out between cycles, so that it never races the loop's

@@ -72,9 +72,10 @@
 //! * `POST /failsafe`, `/citus`, `/mpp` answer 404.
 //! * A switchover/failover candidate is judged by its member key (present, not
 //!   `nofailover`), not by asking its REST API as Patroni does: see `failover`.
-//! * `restapi.allowlist`, `allowlist_include_members`, `verify_client` and TLS are not
-//!   served; [`unsupported_restapi_settings`] names them so the agent can refuse to
-//!   start with them rather than serve less protection than configured.
+//! * `restapi.verify_client` and TLS are not served; [`unsupported_restapi_settings`]
+//!   names them so the agent can refuse to start with them rather than serve less
+//!   protection than configured. `allowlist` and `allowlist_include_members` are
+//!   enforced ([`Allowlist`]).
 //! * Synchronous replication is not implemented by the agent, so `/sync`, `/synchronous`,
 //!   `/quorum`, `/read-only-quorum` are always 503 and `/read-only-sync` is 200 only on
 //!   the leader; `/async` and `/asynchronous` behave like `/replica` (no member is
@@ -82,6 +83,7 @@
 //! * `/readiness` follows Patroni 3.0.2 (leader, or PostgreSQL running while the DCS is
 //!   reachable); 4.x's `?lag=` and `?mode=` are ignored.
 
+mod allow;
 mod auth;
 mod body;
 mod control;
@@ -95,6 +97,7 @@ mod status;
 mod tests;
 mod write;
 
+pub use allow::{Allowlist, Network};
 pub use auth::unsupported_restapi_settings;
 pub use body::{cluster_json, history_json, metrics_text, patroni_json};
 pub use control::{Control, LocalReply, LocalRequest};

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::allow::member_addresses;
 use super::auth::check_basic_auth;
 use super::write::{self, BodyRule, Endpoint, MAX_BODY};
 use super::{Control, Response, Snapshot, error_page, respond};
@@ -58,12 +60,12 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             () = &mut shutdown => break,
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next() => continue,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "REST API: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -78,7 +80,7 @@ pub async fn serve(
                 let snapshots = snapshots.clone();
                 let control = control.clone();
                 async move {
-                    let reply = answer(request, &snapshots, control.as_deref()).await;
+                    let reply = answer(request, client.ip(), &snapshots, control.as_deref()).await;
                     Ok::<_, Infallible>(into_hyper(reply))
                 }
             });
@@ -97,6 +99,7 @@ pub async fn serve(
 
 async fn answer(
     request: Request<Incoming>,
+    client: IpAddr,
     snapshots: &watch::Receiver<Snapshot>,
     control: Option<&Control>,
 ) -> Response {
@@ -109,21 +112,38 @@ async fn answer(
     let method = request.method().as_str();
     if let Some(control) = control {
         if let Some(endpoint) = Endpoint::route(method, path) {
-            return write_request(request, endpoint, control, snapshots).await;
+            return write_request(request, client, endpoint, control, snapshots).await;
         }
     }
     // The borrow is held only for the pure computation, never across an await.
     respond(method, &target, &snapshots.borrow(), Instant::now())
 }
 
-/// Patroni's order: the credentials first (nothing is read from an unauthenticated
-/// client), then the body, then the endpoint.
+/// Patroni's order: the client's address, then the credentials (nothing is read from an
+/// unauthenticated client), then the body, then the endpoint.
 async fn write_request(
     request: Request<Incoming>,
+    client: IpAddr,
     endpoint: Endpoint,
     control: &Control,
     snapshots: &watch::Receiver<Snapshot>,
 ) -> Response {
+    if let Some(allowlist) = &control.allowlist {
+        let members = if allowlist.include_members {
+            let cluster = snapshots.borrow().cluster.clone();
+            member_addresses(cluster.as_ref()).await
+        } else {
+            Vec::new()
+        };
+        if !allowlist.allows(client, &members) {
+            tracing::warn!("REST API: {client} is not in restapi.allowlist");
+            return Response {
+                status: 403,
+                body: Some(("text/html", "Access is denied".to_owned())),
+                headers: Vec::new(),
+            };
+        }
+    }
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
