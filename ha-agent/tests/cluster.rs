@@ -838,6 +838,130 @@ async fn a_scheduled_restart_runs_at_its_time_and_a_cancelled_one_never_does() {
     .await;
 }
 
+/// Every member's `pending_restart_reason` in `GET /cluster` (read from the DCS), by name.
+async fn pending_restarts(cluster: &AgentCluster, via: usize) -> Option<Vec<(String, Value)>> {
+    let response = cluster.api_get(via, "/cluster").await.ok()?;
+    let document: Value = serde_json::from_str(&response.body).ok()?;
+    let members = document.get("members")?.as_array()?;
+    Some(
+        members
+            .iter()
+            .map(|m| {
+                let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+                let reason = m
+                    .get("pending_restart_reason")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                (name.to_owned(), reason)
+            })
+            .collect(),
+    )
+}
+
+/// Runs `ha-agent ctl -c <node 0's config> <args>`, failing unless it succeeds.
+async fn ctl(cluster: &AgentCluster, args: &[&str]) -> Result<String, String> {
+    let config = cluster.config_path(0).to_string_lossy().into_owned();
+    let mut all = vec!["ctl", "-c", &config];
+    all.extend_from_slice(args);
+    let ran = command(AGENT, &all).await?;
+    if ran.success {
+        Ok(ran.stdout)
+    } else {
+        Err(format!(
+            "ha-agent ctl {args:?}: {}{}",
+            ran.stdout, ran.stderr
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_that_needs_a_restart_is_flagged_until_restart_pending_applies_it() {
+    run(options(), BOOTSTRAP + 3 * CONVERGE, async |cluster| {
+        let primary = cluster
+            .wait_for_cluster(BOOTSTRAP)
+            .await
+            .context("bootstrap")?;
+        if let Some(flagged) = pending_restarts(cluster, primary)
+            .await
+            .and_then(|all| all.into_iter().find(|(_, reason)| !reason.is_null()))
+        {
+            return Err(format!(
+                "a restart is pending before any change: {flagged:?}"
+            ));
+        }
+        let before = cluster
+            .psql_with_timeout(primary, "SHOW max_connections", QUICK)
+            .await
+            .context("SHOW max_connections")?;
+        let wanted = before
+            .parse::<u32>()
+            .map_err(|e| format!("max_connections {before:?}: {e}"))?
+            + 20;
+        let setting = format!("max_connections={wanted}");
+        ctl(cluster, &["edit-config", "-p", &setting, "--force"]).await?;
+        let expected =
+            json!({"max_connections": {"old_value": before, "new_value": wanted.to_string()}});
+        cluster
+            .wait_until(CONVERGE, "every member to flag max_connections", || async {
+                let all = pending_restarts(cluster, primary).await?;
+                (all.len() == cluster.node_count() && all.iter().all(|(_, r)| *r == expected))
+                    .then_some(())
+            })
+            .await
+            .context("after edit-config")?;
+        let listed = ctl(cluster, &["list"]).await?;
+        if !listed.contains("Pending restart") {
+            return Err(format!(
+                "ctl list does not show the pending restart:\n{listed}"
+            ));
+        }
+        // Replicas first: a replica may not run with fewer connections than its primary.
+        let scope = cluster.scope().to_owned();
+        for role in ["replica", "primary"] {
+            ctl(
+                cluster,
+                &["restart", &scope, "--role", role, "--pending", "--force"],
+            )
+            .await?;
+        }
+        cluster
+            .wait_until(CONVERGE, "the flags to clear", || async {
+                let all = pending_restarts(cluster, primary).await?;
+                all.iter().all(|(_, r)| r.is_null()).then_some(())
+            })
+            .await
+            .context("after restart --pending")?;
+        let primary = cluster
+            .wait_for_cluster(CONVERGE)
+            .await
+            .context("after the restarts")?;
+        for i in 0..cluster.node_count() {
+            let seen = cluster
+                .psql_with_timeout(i, "SHOW max_connections", QUICK)
+                .await
+                .context("SHOW max_connections")?;
+            if seen != wanted.to_string() {
+                return Err(format!(
+                    "{} runs with max_connections {seen}",
+                    cluster.name(i)
+                ));
+            }
+        }
+        // A restart with nothing pending restarts nothing.
+        let started = postmaster_start(cluster, primary).await?;
+        let answer = cluster
+            .api_post(primary, "/restart", &json!({"restart_pending": true}))
+            .await
+            .context("POST /restart")?;
+        expect_status("POST /restart with nothing pending", &answer, 503)?;
+        if postmaster_start(cluster, primary).await? != started {
+            return Err("the primary restarted with nothing pending".into());
+        }
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patronictl_lists_the_cluster_and_switches_it_over() {
     if let Err(why) = patronictl_available() {

@@ -143,11 +143,14 @@ impl Agent {
     pub(super) fn update_node(&mut self, local: &Local) {
         let holds_lease =
             self.lease.is_some() && self.lease_time_left().is_some_and(|left| !left.is_zero());
+        let pending_restart_reason = self.pending_restart_reason(local);
         let node = &mut self.node;
         node.state = member_state(local, self.long.as_ref().map(|l| l.kind));
         node.role = role(local);
         node.holds_lease = holds_lease;
         node.paused = self.settings.pause;
+        node.pending_restart = !pending_restart_reason.is_empty();
+        node.pending_restart_reason = pending_restart_reason;
         node.scheduled_restart = self
             .scheduled_restart
             .as_ref()
@@ -200,9 +203,42 @@ impl Agent {
         }
     }
 
+    /// The settings waiting for a restart, as Patroni 4's `pending_restart_reason`: the
+    /// value in effect and the one the agent configured (`?` for a setting changed
+    /// outside it, e.g. by `ALTER SYSTEM`).
+    fn pending_restart_reason(&self, local: &Local) -> serde_json::Map<String, serde_json::Value> {
+        let Some(status) = local
+            .status
+            .as_ref()
+            .filter(|s| !s.pending_restart.is_empty())
+        else {
+            return serde_json::Map::new();
+        };
+        let configured = self.pg.server_parameters().file;
+        status
+            .pending_restart
+            .iter()
+            .map(|(name, old_value)| {
+                let new_value = configured
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map_or("?", |(_, value)| value.as_str());
+                let diff = serde_json::json!({ "old_value": old_value, "new_value": new_value });
+                (name.clone(), diff)
+            })
+            .collect()
+    }
+
     /// The member key's optional fields this agent publishes.
     fn member_extra(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut extra = serde_json::Map::new();
+        if self.node.pending_restart {
+            extra.insert("pending_restart".into(), true.into());
+            extra.insert(
+                "pending_restart_reason".into(),
+                self.node.pending_restart_reason.clone().into(),
+            );
+        }
         if self.checkpoint_pending {
             extra.insert("checkpoint_after_promote".into(), false.into());
         }

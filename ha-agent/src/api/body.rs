@@ -88,6 +88,12 @@ pub fn patroni_json(node: &NodeStatus, cluster: Option<&ClusterState>) -> Value 
     if node.pending_restart {
         doc.insert("pending_restart".into(), true.into());
     }
+    if !node.pending_restart_reason.is_empty() {
+        doc.insert(
+            "pending_restart_reason".into(),
+            Value::Object(node.pending_restart_reason.clone()),
+        );
+    }
     if let Some(restart) = &node.scheduled_restart {
         doc.insert("scheduled_restart".into(), Value::Object(restart.clone()));
     }
@@ -151,7 +157,11 @@ pub fn cluster_json(cluster: &ClusterState) -> Value {
             if let Some(timeline) = data.timeline {
                 member.insert("timeline".into(), timeline.into());
             }
-            for key in ["pending_restart", "scheduled_restart"] {
+            for key in [
+                "pending_restart",
+                "pending_restart_reason",
+                "scheduled_restart",
+            ] {
                 if let Some(value) = data.extra.get(key) {
                     member.insert(key.into(), value.clone());
                 }

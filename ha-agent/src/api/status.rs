@@ -64,6 +64,8 @@ pub struct NodeStatus {
     pub system_identifier: Option<String>,
     /// Some parameter change waits for a restart.
     pub pending_restart: bool,
+    /// Which, as Patroni 4 publishes them: `{name: {"old_value", "new_value"}}`.
+    pub pending_restart_reason: Map<String, Value>,
     /// The restart scheduled on this node, as `/patroni` shows it
     /// ([`ScheduledRestart::api_json`](crate::ha::ScheduledRestart::api_json)).
     pub scheduled_restart: Option<Map<String, Value>>,
@@ -160,6 +162,7 @@ impl NodeStatus {
             noloadbalance: false,
             system_identifier: None,
             pending_restart: false,
+            pending_restart_reason: Map::new(),
             scheduled_restart: None,
             watchdog_failed: false,
             failsafe_active: false,

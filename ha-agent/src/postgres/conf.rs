@@ -47,7 +47,10 @@ pub struct StandbySettings {
 pub struct ServerParameters {
     /// `--name=value` arguments of `postgres`, in a stable order.
     pub cmdline: Vec<(String, String)>,
-    /// Lines of `postgresql.conf`, in the order configured.
+    /// Lines of `postgresql.conf`: the command-line settings first (the command line
+    /// wins at start; written here too, as Patroni writes them, so that a changed value
+    /// shows in `pg_settings.pending_restart` after a reload), then the others in the
+    /// order configured.
     pub file: Vec<(String, String)>,
 }
 
@@ -81,7 +84,7 @@ impl ServerParameters {
                 cmdline.push((name.to_owned(), value));
             }
         }
-        let file = parameters
+        let configured = parameters
             .iter()
             .filter(|(key, _)| {
                 let key = key.to_ascii_lowercase();
@@ -92,8 +95,8 @@ impl ServerParameters {
                     && !matches!(key.as_str(), "primary_conninfo" | "primary_slot_name")
             })
             .filter(|(_, value)| !value.is_null())
-            .map(|(key, value)| (key.clone(), guc_value(value)))
-            .collect();
+            .map(|(key, value)| (key.clone(), guc_value(value)));
+        let file = cmdline.iter().cloned().chain(configured).collect();
         Self { cmdline, file }
     }
 
@@ -304,7 +307,15 @@ mod tests {
         assert_eq!(get("wal_level"), Some("replica"));
         assert_eq!(get("wal_log_hints"), Some("on"));
         assert_eq!(get("wal_keep_segments"), None, "removed in PostgreSQL 13");
-        assert_eq!(split.file, vec![("work_mem".to_owned(), "8MB".to_owned())]);
+        assert_eq!(
+            split.file.last(),
+            Some(&("work_mem".to_owned(), "8MB".to_owned()))
+        );
+        assert_eq!(
+            split.file[..split.cmdline.len()],
+            split.cmdline[..],
+            "the command-line settings are in the file too, first"
+        );
     }
 
     #[test]
@@ -317,8 +328,8 @@ mod tests {
             "c",
         );
         assert_eq!(
-            split.file,
-            vec![("log_line_prefix".to_owned(), "%m ".to_owned())]
+            split.file[split.cmdline.len()..],
+            [("log_line_prefix".to_owned(), "%m ".to_owned())]
         );
         assert!(
             split

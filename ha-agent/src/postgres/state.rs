@@ -29,6 +29,10 @@ pub struct ServerStatus {
     pub replay_timestamp: Option<f64>,
     /// `pg_is_wal_replay_paused()` (replicas).
     pub replay_paused: bool,
+    /// The settings that wait for a restart (`pg_settings.pending_restart`), by name, with
+    /// the value in effect (`current_setting`), in name order. As in Patroni, `hot_standby`
+    /// and the recovery settings (which the agent changes itself) are left out.
+    pub pending_restart: Vec<(String, String)>,
 }
 
 impl ServerStatus {
@@ -56,15 +60,23 @@ pg_catalog.pg_last_wal_replay_lsn() - '0/0', \
 pg_catalog.current_setting('server_version_num'), \
 extract(epoch FROM pg_catalog.pg_postmaster_start_time()), \
 extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()), \
-CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END";
+CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
+(SELECT pg_catalog.json_object_agg(name, pg_catalog.current_setting(name) ORDER BY name) \
+  FROM pg_catalog.pg_settings WHERE pending_restart AND name <> ALL(ARRAY[\
+  'hot_standby', 'primary_conninfo', 'primary_slot_name', 'restore_command', \
+  'archive_cleanup_command', 'recovery_end_command', 'recovery_min_apply_delay', \
+  'recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', \
+  'recovery_target_timeline', 'recovery_target_xid', 'recovery_target_inclusive', \
+  'recovery_target_action', 'promote_trigger_file']))";
 
-/// Parses the output of [`STATUS_SQL`] (`psql -A -t`: `|`-separated, NULL as empty).
+/// Parses the output of [`STATUS_SQL`] (`psql -A -t`: `|`-separated, NULL as empty). The
+/// last field is JSON and may itself contain `|`.
 pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> {
     let unexpected = || PostgresError::Unexpected {
         command: "the status query".to_owned(),
         output: output.to_owned(),
     };
-    let fields: Vec<&str> = output.trim().split('|').collect();
+    let fields: Vec<&str> = output.trim().splitn(13, '|').collect();
     let [
         recovery,
         timeline,
@@ -78,6 +90,7 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         started,
         replayed_at,
         paused,
+        pending,
     ] = fields.as_slice()
     else {
         return Err(unexpected());
@@ -116,6 +129,19 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         postmaster_start: epoch(started)?,
         replay_timestamp: epoch(replayed_at)?,
         replay_paused: *paused == "t",
+        pending_restart: if pending.is_empty() {
+            Vec::new()
+        } else {
+            let settings: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(pending).map_err(|_| unexpected())?;
+            settings
+                .into_iter()
+                .map(|(name, value)| match value {
+                    serde_json::Value::String(text) => (name, text),
+                    other => (name, other.to_string()),
+                })
+                .collect()
+        },
     })
 }
 
@@ -208,7 +234,8 @@ mod tests {
     #[test]
     fn primary_status_has_a_flush_position_and_no_receiver() {
         let status =
-            parse_status("f|2|50331800|||||7268616322854375442|150004|1795780000.25||f\n").unwrap();
+            parse_status("f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|\n")
+                .unwrap();
         assert!(!status.in_recovery);
         assert_eq!(status.timeline, Some(2));
         assert_eq!(status.wal.flush, Some(50_331_800));
@@ -226,7 +253,7 @@ mod tests {
     #[test]
     fn streaming_replica_status_has_receive_and_replay_positions() {
         let status =
-            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442|150004|1795780000|1795780100.5|t").unwrap();
+            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442|150004|1795780000|1795780100.5|t|").unwrap();
         assert!(status.in_recovery);
         assert!(status.is_streaming());
         assert_eq!(status.wal.receive, Some(67_420_024));
@@ -234,16 +261,35 @@ mod tests {
         assert_eq!(status.sender_host.as_deref(), Some("127.0.0.1"));
         assert_eq!(status.replay_timestamp, Some(1_795_780_100.5));
         assert!(status.replay_paused);
+        assert!(status.pending_restart.is_empty());
+    }
+
+    #[test]
+    fn settings_waiting_for_a_restart_are_read_from_the_json_column() {
+        let status = parse_status(
+            "f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|\
+             { \"max_connections\" : \"100\", \"shared_preload_libraries\" : \"a|b\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            status.pending_restart,
+            [
+                ("max_connections".to_owned(), "100".to_owned()),
+                ("shared_preload_libraries".to_owned(), "a|b".to_owned()),
+            ]
+        );
     }
 
     #[test]
     fn garbled_status_is_an_error_not_a_guess() {
         for output in [
             "",
-            "x|1||||||1|150004|||f",
-            "t|one||||||1|150004|||f",
+            "x|1||||||1|150004|||f|",
+            "t|one||||||1|150004|||f|",
             "t|1|||||",
-            "t|1||||||1|15.4|||f",
+            "t|1||||||1|150004|||f",
+            "t|1||||||1|15.4|||f|",
+            "t|1||||||1|150004|||f|{not json",
         ] {
             assert!(
                 matches!(parse_status(output), Err(PostgresError::Unexpected { .. })),
