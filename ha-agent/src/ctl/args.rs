@@ -135,6 +135,64 @@ pub(crate) enum Command {
         force: bool,
         wait: bool,
     },
+    /// `flush`.
+    Flush {
+        cluster: String,
+        members: Vec<String>,
+        target: FlushTarget,
+        role: RoleFilter,
+        force: bool,
+    },
+    /// `remove`.
+    Remove { cluster: String, format: Format },
+    /// `version`: without a cluster, only ctl's own version.
+    Version {
+        cluster: Option<String>,
+        members: Vec<String>,
+    },
+    /// `dsn`.
+    Dsn {
+        cluster: Option<String>,
+        role: Option<RoleFilter>,
+        member: Option<String>,
+    },
+    /// `query` (boxed: its options outweigh every other command's).
+    Query(Box<Query>),
+}
+
+/// What `flush` discards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlushTarget {
+    /// The members' scheduled restarts.
+    Restart,
+    /// The cluster's scheduled switchover.
+    Switchover,
+}
+
+/// `query`'s options.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Query {
+    pub(crate) cluster: Option<String>,
+    /// `-r/--role`; with neither this nor `member`, the leader.
+    pub(crate) role: Option<RoleFilter>,
+    /// `-m/--member`.
+    pub(crate) member: Option<String>,
+    /// `-c/--command`.
+    pub(crate) command: Option<String>,
+    /// `-f/--file`.
+    pub(crate) file: Option<PathBuf>,
+    /// `-U/--username`.
+    pub(crate) username: Option<String>,
+    /// `--password`: prompt for one.
+    pub(crate) password: bool,
+    /// `-d/--dbname`.
+    pub(crate) dbname: Option<String>,
+    /// `--format`, tsv by default.
+    pub(crate) format: Format,
+    /// `--delimiter` of the tsv format.
+    pub(crate) delimiter: String,
+    /// Seconds between runs (`-W`: 2, `-w N`).
+    pub(crate) watch: Option<f64>,
 }
 
 /// A command line that cannot be run: the message and the usage line of the command (or
@@ -185,10 +243,19 @@ const FORMAT: Opt = valued(
     "Output format (pretty, tsv, json, yaml)",
 );
 const GROUP: Opt = valued(&["--group"], "INTEGER", "Citus group (not supported)");
-const ROLE: Opt = valued(
-    &["-r", "--role"],
-    "[leader|primary|standby-leader|replica|standby|any|master]",
-    "Address only members with this role",
+const fn role(help: &'static str) -> Opt {
+    valued(
+        &["-r", "--role"],
+        "[leader|primary|standby-leader|replica|standby|any|master]",
+        help,
+    )
+}
+const ROLE: Opt = role("Address only members with this role");
+const WATCH_EVERY_2: Opt = flag(&["-W"], "Auto update the screen every 2 seconds");
+const WATCH: Opt = valued(
+    &["-w", "--watch"],
+    "FLOAT",
+    "Auto update the screen every X seconds",
 );
 const LEADER: Opt = valued(
     &["--leader", "--primary", "--master"],
@@ -206,6 +273,20 @@ struct Spec {
 }
 
 const SPECS: &[Spec] = &[
+    Spec {
+        name: "dsn",
+        arguments: "[CLUSTER_NAME]",
+        help: "Generate a dsn for the provided member, defaults to a dsn of the leader",
+        options: &[
+            role("Give a dsn of any member with this role"),
+            valued(
+                &["-m", "--member"],
+                "TEXT",
+                "Generate a dsn for this member",
+            ),
+            GROUP,
+        ],
+    },
     Spec {
         name: "edit-config",
         arguments: "[CLUSTER_NAME]",
@@ -245,6 +326,12 @@ const SPECS: &[Spec] = &[
         options: &[GROUP, LEADER, CANDIDATE, FORCE],
     },
     Spec {
+        name: "flush",
+        arguments: "CLUSTER_NAME [MEMBER_NAMES]... {restart|switchover}",
+        help: "Discard scheduled events",
+        options: &[GROUP, role("Flush only members with this role"), FORCE],
+    },
+    Spec {
         name: "history",
         arguments: "[CLUSTER_NAME]",
         help: "Show the history of failovers/switchovers",
@@ -259,12 +346,8 @@ const SPECS: &[Spec] = &[
             flag(&["-e", "--extended"], "Show some extra information"),
             flag(&["-t", "--timestamp"], "Print timestamp"),
             FORMAT,
-            flag(&["-W"], "Auto update the screen every 2 seconds"),
-            valued(
-                &["-w", "--watch"],
-                "FLOAT",
-                "Auto update the screen every X seconds",
-            ),
+            WATCH_EVERY_2,
+            WATCH,
         ],
     },
     Spec {
@@ -274,6 +357,33 @@ const SPECS: &[Spec] = &[
         options: &[
             GROUP,
             flag(&["--wait"], "Wait until pause is applied on all nodes"),
+        ],
+    },
+    Spec {
+        name: "query",
+        arguments: "[CLUSTER_NAME]",
+        help: "Query a Patroni PostgreSQL member",
+        options: &[
+            GROUP,
+            valued(
+                &["--format"],
+                "TEXT",
+                "Output format (pretty, tsv, json, yaml)",
+            ),
+            valued(
+                &["-f", "--file"],
+                "FILENAME",
+                "Execute the SQL commands from this file",
+            ),
+            flag(&["--password"], "force password prompt"),
+            valued(&["-U", "--username"], "TEXT", "database user name"),
+            WATCH_EVERY_2,
+            WATCH,
+            role("The role of the query"),
+            valued(&["-m", "--member"], "TEXT", "Query a specific member"),
+            valued(&["--delimiter"], "TEXT", "The column delimiter"),
+            valued(&["-c", "--command"], "TEXT", "The SQL commands to execute"),
+            valued(&["-d", "--dbname"], "TEXT", "database name to connect to"),
         ],
     },
     Spec {
@@ -291,6 +401,12 @@ const SPECS: &[Spec] = &[
         arguments: "CLUSTER_NAME [MEMBER_NAMES]...",
         help: "Reload cluster member configuration",
         options: &[GROUP, ROLE, FORCE],
+    },
+    Spec {
+        name: "remove",
+        arguments: "CLUSTER_NAME",
+        help: "Remove cluster from DCS",
+        options: &[GROUP, FORMAT],
     },
     Spec {
         name: "restart",
@@ -355,15 +471,13 @@ const SPECS: &[Spec] = &[
         name: "topology",
         arguments: "[CLUSTER_NAMES]...",
         help: "Prints ASCII topology for given cluster",
-        options: &[
-            GROUP,
-            flag(&["-W"], "Auto update the screen every 2 seconds"),
-            valued(
-                &["-w", "--watch"],
-                "FLOAT",
-                "Auto update the screen every X seconds",
-            ),
-        ],
+        options: &[GROUP, WATCH_EVERY_2, WATCH],
+    },
+    Spec {
+        name: "version",
+        arguments: "[CLUSTER_NAME] [MEMBER_NAMES]...",
+        help: "Output version of patronictl command or a running Patroni instance",
+        options: &[GROUP],
     },
 ];
 
@@ -602,28 +716,54 @@ fn build(spec: &Spec, p: &Parsed) -> Result<Command, UsageError> {
         usage: usage(Some(spec)),
         message,
     };
+    // `query` spells it `--format` alone: its `-f` is `--file`.
     let format = |default: Format| -> Result<Format, UsageError> {
-        match p.last("-f") {
+        let (key, spelled) = if spec.name == "query" {
+            ("--format", "'--format'")
+        } else {
+            ("-f", "'-f' / '--format'")
+        };
+        match p.last(key) {
             None => Ok(default),
             Some(text) => Format::parse(&text)
                 .filter(|f| *f != Format::Topology)
                 .ok_or_else(|| {
                     error(format!(
-                        "Invalid value for '-f' / '--format': '{text}' is not one of 'pretty', \
-                         'tsv', 'json', 'yaml'."
+                        "Invalid value for {spelled}: '{text}' is not one of 'pretty', 'tsv', \
+                         'json', 'yaml'."
                     ))
                 }),
         }
     };
+    let given_role = || -> Result<Option<RoleFilter>, UsageError> {
+        p.last("-r")
+            .map(|text| {
+                RoleFilter::parse(&text).ok_or_else(|| {
+                    error(format!(
+                        "Invalid value for '-r' / '--role': '{text}' is not one of 'leader', \
+                         'primary', 'standby-leader', 'replica', 'standby', 'any', 'master'."
+                    ))
+                })
+            })
+            .transpose()
+    };
     let role = || -> Result<RoleFilter, UsageError> {
-        match p.last("-r") {
-            None => Ok(RoleFilter::Any),
-            Some(text) => RoleFilter::parse(&text).ok_or_else(|| {
-                error(format!(
-                    "Invalid value for '-r' / '--role': '{text}' is not one of 'leader', \
-                     'primary', 'standby-leader', 'replica', 'standby', 'any', 'master'."
-                ))
-            }),
+        given_role().map(|role| role.unwrap_or(RoleFilter::Any))
+    };
+    let watch = || -> Result<Option<f64>, UsageError> {
+        match p.last("-w") {
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Some)
+                .ok_or_else(|| {
+                    error(format!(
+                        "Invalid value for '-w' / '--watch': '{text}' is not a positive number."
+                    ))
+                }),
+            None if p.flag("-W") => Ok(Some(2.0)),
+            None => Ok(None),
         }
     };
     let at_most_one = || -> Result<Option<String>, UsageError> {
@@ -645,34 +785,17 @@ fn build(spec: &Spec, p: &Parsed) -> Result<Command, UsageError> {
         ));
     }
     Ok(match spec.name {
-        "list" | "topology" => {
-            let watch = match p.last("-w") {
-                Some(text) => Some(
-                    text.parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| {
-                            error(format!(
-                                "Invalid value for '-w' / '--watch': '{text}' is not a positive \
-                                 number."
-                            ))
-                        })?,
-                ),
-                None if p.flag("-W") => Some(2.0),
-                None => None,
-            };
-            Command::List {
-                clusters: p.positionals.clone(),
-                extended: p.flag("-e"),
-                timestamp: p.flag("-t"),
-                format: if spec.name == "topology" {
-                    Format::Topology
-                } else {
-                    format(Format::Pretty)?
-                },
-                watch,
-            }
-        }
+        "list" | "topology" => Command::List {
+            clusters: p.positionals.clone(),
+            extended: p.flag("-e"),
+            timestamp: p.flag("-t"),
+            format: if spec.name == "topology" {
+                Format::Topology
+            } else {
+                format(Format::Pretty)?
+            },
+            watch: watch()?,
+        },
         "switchover" | "failover" => {
             let leader = p.last("--leader");
             Command::Switchover {
@@ -741,6 +864,64 @@ fn build(spec: &Spec, p: &Parsed) -> Result<Command, UsageError> {
                 wait: p.flag("--wait"),
             }
         }
+        "flush" => {
+            let (cluster, rest) = cluster_and_members()?;
+            let Some((target, members)) = rest.split_last() else {
+                return Err(error(
+                    "Missing argument '{restart|switchover}'. Choose from:\n\trestart,\n\t\
+                     switchover"
+                        .to_owned(),
+                ));
+            };
+            let target = match target.as_str() {
+                "restart" => FlushTarget::Restart,
+                "switchover" => FlushTarget::Switchover,
+                other => {
+                    return Err(error(format!(
+                        "Invalid value for '{{restart|switchover}}': '{other}' is not one of \
+                         'restart', 'switchover'."
+                    )));
+                }
+            };
+            Command::Flush {
+                cluster,
+                members: members.to_vec(),
+                target,
+                role: role()?,
+                force: p.flag("--force"),
+            }
+        }
+        "remove" => {
+            let Some(cluster) = at_most_one()? else {
+                return Err(error("Missing argument 'CLUSTER_NAME'.".to_owned()));
+            };
+            Command::Remove {
+                cluster,
+                format: format(Format::Pretty)?,
+            }
+        }
+        "version" => Command::Version {
+            cluster: p.positionals.first().cloned(),
+            members: p.positionals.iter().skip(1).cloned().collect(),
+        },
+        "dsn" => Command::Dsn {
+            cluster: at_most_one()?,
+            role: given_role()?,
+            member: p.last("-m"),
+        },
+        "query" => Command::Query(Box::new(Query {
+            cluster: at_most_one()?,
+            role: given_role()?,
+            member: p.last("-m"),
+            command: p.last("-c"),
+            file: p.last("-f").map(PathBuf::from),
+            username: p.last("-U"),
+            password: p.flag("--password"),
+            dbname: p.last("-d"),
+            format: format(Format::Tsv)?,
+            delimiter: p.last("--delimiter").unwrap_or_else(|| "\t".to_owned()),
+            watch: watch()?,
+        })),
         other => unreachable!("every spec has a builder: {other}"),
     })
 }
@@ -887,6 +1068,130 @@ mod tests {
     }
 
     #[test]
+    fn flush_takes_members_then_its_target() {
+        let (_, command) = run("flush batman pg1 pg2 restart -r replica --force");
+        assert_eq!(
+            command,
+            Command::Flush {
+                cluster: "batman".into(),
+                members: vec!["pg1".into(), "pg2".into()],
+                target: FlushTarget::Restart,
+                role: RoleFilter::Replica,
+                force: true,
+            }
+        );
+        let (_, command) = run("flush batman switchover");
+        assert!(matches!(
+            command,
+            Command::Flush { target: FlushTarget::Switchover, role: RoleFilter::Any, force: false, ref members, .. }
+                if members.is_empty()
+        ));
+        assert_eq!(
+            usage_error("flush").message,
+            "Missing argument 'CLUSTER_NAME'."
+        );
+        assert_eq!(
+            usage_error("flush batman").message,
+            "Missing argument '{restart|switchover}'. Choose from:\n\trestart,\n\tswitchover"
+        );
+        assert_eq!(
+            usage_error("flush batman pg1 reboot").message,
+            "Invalid value for '{restart|switchover}': 'reboot' is not one of 'restart', \
+             'switchover'."
+        );
+    }
+
+    #[test]
+    fn remove_version_and_dsn_take_patronictls_arguments() {
+        let (_, command) = run("remove batman -f json");
+        assert_eq!(
+            command,
+            Command::Remove {
+                cluster: "batman".into(),
+                format: Format::Json,
+            }
+        );
+        assert_eq!(
+            usage_error("remove").message,
+            "Missing argument 'CLUSTER_NAME'."
+        );
+        assert_eq!(
+            usage_error("remove a b").message,
+            "Got unexpected extra argument (b)"
+        );
+        assert_eq!(
+            run("version").1,
+            Command::Version {
+                cluster: None,
+                members: Vec::new(),
+            }
+        );
+        assert_eq!(
+            run("version batman pg0 pg1").1,
+            Command::Version {
+                cluster: Some("batman".into()),
+                members: vec!["pg0".into(), "pg1".into()],
+            }
+        );
+        assert_eq!(
+            run("dsn batman -r replica").1,
+            Command::Dsn {
+                cluster: Some("batman".into()),
+                role: Some(RoleFilter::Replica),
+                member: None,
+            }
+        );
+        assert_eq!(
+            run("dsn -m pg1").1,
+            Command::Dsn {
+                cluster: None,
+                role: None,
+                member: Some("pg1".into()),
+            }
+        );
+        assert!(usage_error("dsn -r boss").message.contains("'boss'"));
+    }
+
+    #[test]
+    fn query_reads_its_options_with_tsv_by_default() {
+        let (_, command) = run("query batman -c SELECT -U postgres -d app --password -m pg1");
+        assert_eq!(
+            command,
+            Command::Query(Box::new(Query {
+                cluster: Some("batman".into()),
+                role: None,
+                member: Some("pg1".into()),
+                command: Some("SELECT".into()),
+                file: None,
+                username: Some("postgres".into()),
+                password: true,
+                dbname: Some("app".into()),
+                format: Format::Tsv,
+                delimiter: "\t".into(),
+                watch: None,
+            }))
+        );
+        // `-f` is the file; the format is `--format` alone.
+        let (_, command) = run("query -f q.sql --format json --delimiter , -W");
+        let Command::Query(query) = command else {
+            panic!("not a query: {command:?}");
+        };
+        assert_eq!(query.file.as_deref(), Some(std::path::Path::new("q.sql")));
+        assert_eq!(
+            (query.format, query.delimiter.as_str(), query.watch),
+            (Format::Json, ",", Some(2.0))
+        );
+        assert_eq!(
+            usage_error("query --format xml -c x").message,
+            "Invalid value for '--format': 'xml' is not one of 'pretty', 'tsv', 'json', 'yaml'."
+        );
+        assert_eq!(
+            usage_error("query -c").message,
+            "Option '-c' requires an argument."
+        );
+    }
+
+    #[test]
     fn help_is_printed_for_the_program_and_each_command() {
         for line in ["", "--help", "-c x.yml --help"] {
             let Invocation::Help(text) = parse(&words(line)).unwrap() else {
@@ -896,6 +1201,9 @@ mod tests {
                 text.contains("  switchover   Switchover to a replica"),
                 "{text}"
             );
+            for name in ["dsn", "flush", "query", "remove", "version"] {
+                assert!(text.contains(&format!("\n  {name} ")), "{name}: {text}");
+            }
         }
         let Invocation::Help(text) = parse(&words("switchover --help")).unwrap() else {
             panic!("no help");
@@ -905,5 +1213,16 @@ mod tests {
             text.contains("--leader, --primary, --master TEXT"),
             "{text}"
         );
+        let Invocation::Help(text) = parse(&words("flush --help")).unwrap() else {
+            panic!("no help");
+        };
+        assert!(
+            text.starts_with(
+                "Usage: ha-agent ctl flush [OPTIONS] CLUSTER_NAME [MEMBER_NAMES]... \
+                 {restart|switchover}\n\n  Discard scheduled events"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Flush only members with this role"), "{text}");
     }
 }

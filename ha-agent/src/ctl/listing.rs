@@ -299,7 +299,7 @@ fn children(members: &[Entry], parents: &[Option<String>], parent: Option<&str>)
 
 /// `host` and `port` (default 5432) of a `postgres://[user[:pw]@]host[:port]/db` URL, as
 /// Python's `urlparse` reads them: the host lower-cased, IPv6 brackets removed.
-fn host_port(url: &str) -> Option<(String, u16)> {
+pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

@@ -2,10 +2,11 @@
 //!
 //! The same command names, options, tables and messages as Patroni 3.0.2's `patronictl`
 //! (`list`, `topology`, `switchover`, `failover`, `pause`, `resume`, `show-config`,
-//! `edit-config`, `history`, `restart`, `reload`, `reinit`), so that a Patroni user needs
-//! nothing new. It reads the same configuration files: a member's Patroni YAML, or
-//! patronictl's short `~/.config/patroni/patronictl.yaml` with `scope`, the DCS section
-//! and an optional `ctl.authentication`.
+//! `edit-config`, `history`, `restart`, `reload`, `reinit`, `flush`, `remove`, `version`,
+//! `dsn`, `query`), so that a Patroni user needs nothing new. It reads the same
+//! configuration files: a member's Patroni YAML, or patronictl's short
+//! `~/.config/patroni/patronictl.yaml` with `scope`, the DCS section and an optional
+//! `ctl.authentication`.
 //!
 //! # What ctl touches
 //!
@@ -14,10 +15,13 @@
 //!
 //! * the `config` key, for `edit-config`, with compare-and-set on the version it read;
 //! * the `failover` key, for `switchover`/`failover` when the leader's REST API cannot
-//!   be reached (patronictl's fallback), also compared with the version it read.
+//!   be reached, and for `flush switchover` when no member's can (patronictl's
+//!   fallbacks), also compared with the version it read;
+//! * every key of the scope, deleted by `remove` after three typed confirmations.
 //!
 //! Everything else goes to the members' REST APIs (`api_url` in their member keys) with
-//! `ctl.authentication`, else `restapi.authentication`.
+//! `ctl.authentication`, else `restapi.authentication`; `query` connects to a member's
+//! PostgreSQL at its `conn_url`, with libpq's defaults for the rest of the login.
 //!
 //! # Differences from patronictl 3.0.2
 //!
@@ -26,21 +30,32 @@
 //! * Prompts are confirmations only (`y/N` on a terminal); what patronictl would ask
 //!   for (candidate, schedule, version) comes from the options or takes its default.
 //!   Without a terminal, a command that needs confirmation refuses unless `--force`.
+//!   `remove`'s typed confirmations and `query --password` read stdin, terminal or not.
 //! * A failed action exits with code 1 (patronictl prints `Failed: ...` and exits 0);
-//!   usage errors exit with 2.
+//!   so does a `query` whose SQL or connection failed, after printing patronictl's
+//!   `ERROR, SQLSTATE: ...` row; usage errors exit with 2.
+//! * `version` prints `ha-agent ctl version <ours> (Patroni-compatible <version>)` where
+//!   patronictl prints `patronictl version <version>`.
+//! * `query` prints booleans, integers, floats and NULL as psycopg converts them, other
+//!   values as PostgreSQL's text (`2024-01-01 10:00:00+00`, not Python's
+//!   `2024-01-01 10:00:00+00:00`); several statements print as text alone. `--format` is
+//!   checked (patronictl prints nothing for an unknown one).
 //! * A time without an offset (`--scheduled 2030-01-01T10:00`) is accepted only when
 //!   the local zone is UTC; printed timestamps are UTC.
 //! * `edit-config` prints its diff without a pager; `-f yaml` output follows `PyYAML`'s
 //!   quoting closely but not in every corner.
-//! * Not implemented: `dsn`, `query`, `remove`, `flush`, `version`, Citus `--group`,
-//!   TLS to the REST API.
+//! * Not implemented: Citus `--group`, TLS to the REST API and to PostgreSQL.
 
 mod args;
 mod edit;
+mod flush;
 mod listing;
 mod load;
 mod output;
+mod query;
+mod remove;
 mod time;
+mod version;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -55,6 +70,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Credentials;
 use crate::http::{self, HttpResponse};
 use args::{Command, Global, Invocation, RoleFilter};
+use flush::FlushRequest;
 use load::CtlConfig;
 use output::Format;
 
@@ -284,6 +300,32 @@ async fn execute(global: Global, command: Command) -> Result<()> {
             force,
             wait,
         } => reinit(&ctx, &cluster, &members, force, wait).await,
+        Command::Flush {
+            cluster,
+            members,
+            target,
+            role,
+            force,
+        } => {
+            let request = FlushRequest {
+                cluster: &cluster,
+                names: &members,
+                target,
+                role,
+                force,
+            };
+            flush::flush(&ctx, request).await
+        }
+        Command::Remove { cluster, format } => remove::remove(&ctx, &cluster, format).await,
+        Command::Version { cluster, members } => {
+            version::version(&ctx, cluster.as_deref(), &members).await
+        }
+        Command::Dsn {
+            cluster,
+            role,
+            member,
+        } => query::dsn(&ctx, cluster.as_deref(), role, member).await,
+        Command::Query(request) => query::query(&ctx, *request).await,
     }
 }
 
@@ -352,6 +394,50 @@ async fn confirm(question: &str, force: bool) -> Result<bool> {
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Asks `question` and reads the answer from stdin, as click's `prompt` does: with or
+/// without a terminal, asking again after an empty line, aborting at the end of input.
+/// `hidden`: the answer is not echoed on a terminal (a password).
+async fn prompt(question: &str, hidden: bool) -> Result<String> {
+    let hide = hidden && std::io::stdin().is_terminal();
+    loop {
+        print!("{question}: ");
+        std::io::stdout().flush().ok();
+        if hide {
+            set_echo(false).await;
+        }
+        let line = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if hide {
+            set_echo(true).await;
+            println!();
+        }
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        if line.is_empty() {
+            println!();
+            return Err("Aborted!".into());
+        }
+        let answer = line.strip_suffix('\n').unwrap_or(&line);
+        let answer = answer.strip_suffix('\r').unwrap_or(answer);
+        if !answer.is_empty() {
+            return Ok(answer.to_owned());
+        }
+    }
+}
+
+/// Turns the terminal's echo on or off with `stty`, which acts on the terminal it is
+/// given as stdin. Best effort: without `stty` the answer shows.
+async fn set_echo(on: bool) {
+    let _ = tokio::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .await;
 }
 
 /// `--scheduled` as patronictl's `parse_scheduled`: absent or `now` is immediate.
@@ -944,27 +1030,9 @@ async fn restart(
     let mut failed = false;
     for member in members {
         let name = &member.name;
-        if scheduled.is_some()
-            && request.force
-            && member
-                .data
-                .extra
-                .get("scheduled_restart")
-                .is_some_and(listing::truthy)
-        {
-            match opened
-                .request(member, "DELETE", "restart", None, QUICK_TIMEOUT)
-                .await
-            {
-                Ok(r) if r.status >= 400 => println!(
-                    "Failed: flush scheduled restart for member {name}, status code={}, ({})",
-                    r.status, r.body
-                ),
-                Ok(_) => {}
-                Err(error) => {
-                    println!("Failed: flush scheduled restart for member {name}: {error}");
-                }
-            }
+        if scheduled.is_some() && request.force && flush::has_scheduled_restart(member) {
+            // patronictl goes on with the restart whether or not this worked.
+            flush::delete_scheduled_restart(&opened, member, true).await;
         }
         match opened
             .request(member, "POST", "restart", Some(&content), ACTION_TIMEOUT)
