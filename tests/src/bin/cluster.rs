@@ -117,11 +117,12 @@ async fn run(args: &Args) -> Result<(), String> {
     let options = AgentClusterOptions::new(&args.agent)
         .with_dcs(args.dcs)
         .with_nodes(args.nodes);
-    // Ctrl-C at any point tears down whatever was started (the fixture's Drop), which the
-    // default SIGINT action would not: the postmasters live in their own sessions.
+    // Ctrl-C (or SIGTERM) at any point tears down whatever was started (the fixture's
+    // Drop), which the default actions would not: the postmasters live in their own
+    // sessions.
     let started = tokio::select! {
         started = AgentCluster::start(options) => started,
-        _ = tokio::signal::ctrl_c() => {
+        () = interrupted() => {
             println!("interrupted; stopping");
             return Ok(());
         }
@@ -133,7 +134,7 @@ async fn run(args: &Args) -> Result<(), String> {
     );
     let ready = tokio::select! {
         ready = cluster.wait_for_cluster(BOOTSTRAP_TIMEOUT) => ready,
-        _ = tokio::signal::ctrl_c() => {
+        () = interrupted() => {
             println!("interrupted; stopping");
             return Ok(());
         }
@@ -157,18 +158,32 @@ async fn run(args: &Args) -> Result<(), String> {
         println!("running for {}s (--duration) ...", duration.as_secs());
         tokio::select! {
             () = tokio::time::sleep(duration) => {}
-            _ = tokio::signal::ctrl_c() => {}
+            () = interrupted() => {}
         }
     } else {
         println!("running; press Ctrl-C to stop and remove everything");
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        interrupted().await;
     }
     println!("stopping the agents (each stops its PostgreSQL) and the DCS ...");
     drop(cluster);
     println!("stopped; the temporary directory is removed");
     Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; never, if neither handler can be installed
+/// (the default actions then stop the demo, as before).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 /// Prints `ha-agent ctl list` for the cluster, or, if ctl cannot list it, the primary's
