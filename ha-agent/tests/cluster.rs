@@ -245,6 +245,28 @@ async fn three_agents_bootstrap_one_primary_and_two_streaming_replicas() {
                 return Err(format!("{} accepted a write", cluster.name(i)));
             }
         }
+        // The primary's /patroni lists its WAL senders, one per replica, as Patroni 4 does
+        // (from its next cycle on).
+        let mut replicas: Vec<String> = (0..cluster.node_count())
+            .filter(|i| *i != primary)
+            .map(|i| cluster.name(i).to_owned())
+            .collect();
+        replicas.sort_unstable();
+        let goal = format!("the primary's /patroni to list {replicas:?} streaming");
+        cluster
+            .wait_until(CONVERGE, &goal, || async {
+                let listed = status(cluster, primary).await.ok()?.raw;
+                let mut streaming: Vec<String> = listed["replication"]
+                    .as_array()?
+                    .iter()
+                    .filter(|r| r["state"] == "streaming")
+                    .filter_map(|r| r["application_name"].as_str().map(str::to_owned))
+                    .collect();
+                streaming.sort_unstable();
+                (streaming == replicas).then_some(())
+            })
+            .await
+            .context("replication in /patroni")?;
         Ok(())
     })
     .await;
@@ -1011,6 +1033,16 @@ async fn patronictl_lists_the_cluster_and_switches_it_over() {
                      on timeline {timeline:?}",
                     cluster.name(i)
                 ));
+            }
+        }
+
+        // pause --wait waits until every member's key shows the pause flag.
+        for (verb, done) in [("pause", "paused"), ("resume", "resumed")] {
+            let ran = command(PATRONICTL, &["-c", &config, verb, "--wait"]).await?;
+            let out = format!("{}{}", ran.stdout, ran.stderr);
+            let success = format!("Success: cluster management is {done}");
+            if !ran.success || !out.contains(&success) {
+                return Err(format!("patronictl {verb} --wait: {out}"));
             }
         }
 

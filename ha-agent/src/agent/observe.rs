@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use dcs_core::model::{MemberData, MemberState, Role};
 
 use super::Agent;
-use crate::api::{PostgresStatus, Xlog};
+use crate::api::{PostgresStatus, ReplicationConnection, Xlog};
 use crate::ha::{DataDir, LocalPostgres, LongAction, PgState, WalPosition};
 use crate::postgres::{ControlData, ServerStatus};
 
@@ -177,7 +177,18 @@ impl Agent {
             },
             timeline: status.timeline,
             replication_state: status.in_recovery.then(|| replication_state(status)),
-            replication: Vec::new(),
+            replication: status
+                .wal_senders
+                .iter()
+                .map(|sender| ReplicationConnection {
+                    usename: sender.usename.clone(),
+                    application_name: sender.application_name.clone(),
+                    client_addr: sender.client_addr.clone(),
+                    state: sender.state.clone(),
+                    sync_state: sender.sync_state.clone(),
+                    sync_priority: sender.sync_priority,
+                })
+                .collect(),
         });
     }
 
@@ -232,6 +243,10 @@ impl Agent {
     /// The member key's optional fields this agent publishes.
     fn member_extra(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut extra = serde_json::Map::new();
+        if self.settings.pause {
+            // Patroni's touch_member: `patronictl pause --wait` waits for this flag.
+            extra.insert("pause".into(), true.into());
+        }
         if self.node.pending_restart {
             extra.insert("pending_restart".into(), true.into());
             extra.insert(

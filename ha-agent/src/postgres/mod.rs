@@ -52,7 +52,7 @@ pub use command::OsUser;
 use command::Run;
 pub use conf::{Conninfo, ServerParameters, StandbySettings};
 pub use error::PostgresError;
-pub use state::{ControlData, ServerStatus, parse_lsn};
+pub use state::{ControlData, ServerStatus, WalSender, parse_lsn};
 
 /// How [`Postgres::stop`] shuts the server down (`pg_ctl stop -m`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,26 @@ pub struct ServerStatus {
     /// the value in effect (`current_setting`), in name order. As in Patroni, `hot_standby`
     /// and the recovery settings (which the agent changes itself) are left out.
     pub pending_restart: Vec<(String, String)>,
+    /// This server's WAL senders (`pg_stat_replication`), in the order PostgreSQL lists
+    /// them.
+    pub wal_senders: Vec<WalSender>,
+}
+
+/// One row of `pg_stat_replication`: a standby streaming from this server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalSender {
+    /// `usename`.
+    pub usename: String,
+    /// `application_name`: a member's name, for members.
+    pub application_name: String,
+    /// `client_addr`; `None` over a Unix socket.
+    pub client_addr: Option<String>,
+    /// `state`: `streaming`, `catchup`, ...
+    pub state: String,
+    /// `sync_state`: `async`, `sync`, `potential`, `quorum`.
+    pub sync_state: String,
+    /// `sync_priority`.
+    pub sync_priority: i64,
 }
 
 impl ServerStatus {
@@ -61,22 +81,29 @@ pg_catalog.current_setting('server_version_num'), \
 extract(epoch FROM pg_catalog.pg_postmaster_start_time()), \
 extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp()), \
 CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
+pg_catalog.json_build_object('pending_restart', \
 (SELECT pg_catalog.json_object_agg(name, pg_catalog.current_setting(name) ORDER BY name) \
   FROM pg_catalog.pg_settings WHERE pending_restart AND name <> ALL(ARRAY[\
   'hot_standby', 'primary_conninfo', 'primary_slot_name', 'restore_command', \
   'archive_cleanup_command', 'recovery_end_command', 'recovery_min_apply_delay', \
   'recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', \
   'recovery_target_timeline', 'recovery_target_xid', 'recovery_target_inclusive', \
-  'recovery_target_action', 'promote_trigger_file']))";
+  'recovery_target_action', 'promote_trigger_file'])), \
+'replication', (SELECT pg_catalog.json_agg(r) FROM (SELECT usename, application_name, \
+  client_addr, state, sync_state, sync_priority FROM pg_catalog.pg_stat_replication) r))";
 
 /// Parses the output of [`STATUS_SQL`] (`psql -A -t`: `|`-separated, NULL as empty). The
-/// last field is JSON and may itself contain `|`.
+/// last field is a JSON object (`pending_restart`, `replication`) and may itself contain
+/// `|`.
 pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> {
     let unexpected = || PostgresError::Unexpected {
         command: "the status query".to_owned(),
         output: output.to_owned(),
     };
     let fields: Vec<&str> = output.trim().splitn(13, '|').collect();
+    let lists = |text: &str| -> Result<serde_json::Value, PostgresError> {
+        serde_json::from_str(text).map_err(|_| unexpected())
+    };
     let [
         recovery,
         timeline,
@@ -90,11 +117,12 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         started,
         replayed_at,
         paused,
-        pending,
+        lists_text,
     ] = fields.as_slice()
     else {
         return Err(unexpected());
     };
+    let lists = lists(lists_text)?;
     let number = |text: &str| -> Result<Option<u64>, PostgresError> {
         if text.is_empty() {
             Ok(None)
@@ -129,19 +157,8 @@ pub(crate) fn parse_status(output: &str) -> Result<ServerStatus, PostgresError> 
         postmaster_start: epoch(started)?,
         replay_timestamp: epoch(replayed_at)?,
         replay_paused: *paused == "t",
-        pending_restart: if pending.is_empty() {
-            Vec::new()
-        } else {
-            let settings: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(pending).map_err(|_| unexpected())?;
-            settings
-                .into_iter()
-                .map(|(name, value)| match value {
-                    serde_json::Value::String(text) => (name, text),
-                    other => (name, other.to_string()),
-                })
-                .collect()
-        },
+        pending_restart: pending_restart(&lists).ok_or_else(unexpected)?,
+        wal_senders: wal_senders(&lists).ok_or_else(unexpected)?,
     })
 }
 
@@ -177,6 +194,49 @@ impl ControlData {
     pub fn is_clean_shutdown(&self) -> bool {
         self.cluster_state.starts_with("shut down")
     }
+}
+
+/// `pending_restart` of the status query's JSON column: name → value in effect; `None`
+/// when it is not a JSON object of strings (or null: nothing pending).
+fn pending_restart(lists: &serde_json::Value) -> Option<Vec<(String, String)>> {
+    match lists.get("pending_restart")? {
+        serde_json::Value::Null => Some(Vec::new()),
+        serde_json::Value::Object(settings) => settings
+            .iter()
+            .map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// `replication` of the status query's JSON column; `None` when it is malformed.
+fn wal_senders(lists: &serde_json::Value) -> Option<Vec<WalSender>> {
+    let rows = match lists.get("replication")? {
+        serde_json::Value::Null => return Some(Vec::new()),
+        serde_json::Value::Array(rows) => rows,
+        _ => return None,
+    };
+    let text = |row: &serde_json::Value, key: &str| {
+        row.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    rows.iter()
+        .map(|row| {
+            Some(WalSender {
+                usename: text(row, "usename"),
+                application_name: text(row, "application_name"),
+                client_addr: row
+                    .get("client_addr")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+                state: text(row, "state"),
+                sync_state: text(row, "sync_state"),
+                sync_priority: row.get("sync_priority")?.as_i64()?,
+            })
+        })
+        .collect()
 }
 
 /// Parses `pg_controldata` output (run with `LC_ALL=C`).
@@ -233,9 +293,12 @@ mod tests {
 
     #[test]
     fn primary_status_has_a_flush_position_and_no_receiver() {
-        let status =
-            parse_status("f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|\n")
-                .unwrap();
+        let status = parse_status(concat!(
+            "f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|",
+            r#"{"pending_restart" : null, "replication" : null}"#,
+            "\n"
+        ))
+        .unwrap();
         assert!(!status.in_recovery);
         assert_eq!(status.timeline, Some(2));
         assert_eq!(status.wal.flush, Some(50_331_800));
@@ -253,7 +316,11 @@ mod tests {
     #[test]
     fn streaming_replica_status_has_receive_and_replay_positions() {
         let status =
-            parse_status("t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442|150004|1795780000|1795780100.5|t|").unwrap();
+            parse_status(concat!(
+                "t|1||67420024|67419000|streaming|127.0.0.1|7268616322854375442|150004|1795780000|1795780100.5|t|",
+                r#"{"pending_restart" : null, "replication" : null}"#
+            ))
+            .unwrap();
         assert!(status.in_recovery);
         assert!(status.is_streaming());
         assert_eq!(status.wal.receive, Some(67_420_024));
@@ -265,11 +332,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_waiting_for_a_restart_are_read_from_the_json_column() {
-        let status = parse_status(
-            "f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|\
-             { \"max_connections\" : \"100\", \"shared_preload_libraries\" : \"a|b\" }",
-        )
+    fn pending_settings_and_wal_senders_are_read_from_the_json_column() {
+        let status = parse_status(concat!(
+            "f|2|50331800|||||7268616322854375442|150004|1795780000.25||f|",
+            r#"{"pending_restart" : {"max_connections": "100", "shared_preload_libraries": "a|b"}, "#,
+            r#""replication" : [{"usename":"replicator","application_name":"node1","#,
+            r#""client_addr":"127.0.0.1","state":"streaming","sync_state":"async","sync_priority":0}]}"#
+        ))
         .unwrap();
         assert_eq!(
             status.pending_restart,
@@ -278,18 +347,32 @@ mod tests {
                 ("shared_preload_libraries".to_owned(), "a|b".to_owned()),
             ]
         );
+        assert_eq!(
+            status.wal_senders,
+            [WalSender {
+                usename: "replicator".to_owned(),
+                application_name: "node1".to_owned(),
+                client_addr: Some("127.0.0.1".to_owned()),
+                state: "streaming".to_owned(),
+                sync_state: "async".to_owned(),
+                sync_priority: 0,
+            }]
+        );
     }
 
     #[test]
     fn garbled_status_is_an_error_not_a_guess() {
         for output in [
             "",
-            "x|1||||||1|150004|||f|",
-            "t|one||||||1|150004|||f|",
+            "x|1||||||1|150004|||f|{}",
+            "t|one||||||1|150004|||f|{}",
             "t|1|||||",
             "t|1||||||1|150004|||f",
-            "t|1||||||1|15.4|||f|",
+            "t|1||||||1|15.4|||f|{}",
             "t|1||||||1|150004|||f|{not json",
+            "t|1||||||1|150004|||f|{}",
+            r#"t|1||||||1|150004|||f|{"pending_restart": [1], "replication": null}"#,
+            r#"t|1||||||1|150004|||f|{"pending_restart": null, "replication": [{"sync_priority": "x"}]}"#,
         ] {
             assert!(
                 matches!(parse_status(output), Err(PostgresError::Unexpected { .. })),
