@@ -491,6 +491,26 @@ async fn config_is_patched_with_nulls_deleting_and_replaced_by_put() {
 
     assert_eq!(h.send("PATCH", "/config", Some("{}")).await.status, 400);
     assert_eq!(h.send("PATCH", "/config", Some("[1]")).await.status, 400);
+
+    // Synchronous replication is not implemented: turning it on is refused, not ignored.
+    for (method, body) in [
+        ("PATCH", r#"{"synchronous_mode":true}"#),
+        ("PATCH", r#"{"synchronous_mode":"quorum"}"#),
+        ("PUT", r#"{"ttl":20,"synchronous_mode":"on"}"#),
+    ] {
+        let refused = h.send(method, "/config", Some(body)).await;
+        assert_eq!(refused.status, 400, "{method} {body}");
+        assert!(
+            refused.body.contains("synchronous_mode"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(h.config().await, json!({"ttl": 20, "loop_wait": 2}));
+    let off = h
+        .send("PATCH", "/config", Some(r#"{"synchronous_mode":false}"#))
+        .await;
+    assert_eq!(off.status, 200);
     h.stop().await;
 }
 

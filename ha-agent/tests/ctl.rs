@@ -139,6 +139,19 @@ async fn edit_config_changes_the_config_key() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let state = cluster.reader().await.cluster().await.unwrap();
     assert_eq!(state.config.unwrap().value.loop_wait(), 5);
+
+    // Synchronous replication is not implemented: turning it on is refused, not ignored.
+    let run = cluster
+        .ctl(&["edit-config", "-s", "synchronous_mode=true", "--force"])
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("synchronous_mode is not supported"),
+        "{}",
+        run.stderr
+    );
+    let state = cluster.reader().await.cluster().await.unwrap();
+    assert!(!state.config.unwrap().value.synchronous_mode());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,9 @@ impl Agent {
         {
             self.dynamic = config.value.clone();
             self.settings = Settings::from_config(&self.dynamic);
+            for warning in crate::ha::config_warnings(&self.dynamic) {
+                tracing::warn!("{warning}");
+            }
             self.apply_parameters().await;
         }
         self.last_cluster = Some(cluster.clone());

@@ -385,6 +385,9 @@ fn conflict(explain: &str) -> Response {
 }
 
 async fn patch(dcs: &dyn Dcs, body: &Map<String, Value>) -> Response {
+    if let Some(refused) = refuse_synchronous_mode(body, None) {
+        return refused;
+    }
     match bounded(dcs.cluster(), "cluster").await {
         Ok(cluster) => patch_read_config(dcs, body, cluster.config).await,
         Err(error) => dcs_failed(&error),
@@ -425,11 +428,39 @@ async fn patch_read_config(
     Response::json(200, &Value::Object(data))
 }
 
+/// 400 for a config write that turns synchronous replication on: the agent does not
+/// implement it, and accepting the setting would promise that a committed transaction
+/// survives a failover. A configuration that already has it on (written by another tool;
+/// the agents log a warning) may still be changed otherwise.
+fn refuse_synchronous_mode(
+    requested: &Map<String, Value>,
+    current: Option<&Versioned<ClusterConfig>>,
+) -> Option<Response> {
+    let on = |data: &Map<String, Value>| {
+        ClusterConfig {
+            data: data.clone(),
+            valid: true,
+        }
+        .synchronous_mode()
+    };
+    let turned_on = on(requested) && !current.is_some_and(|c| on(&c.value.data));
+    turned_on.then(|| {
+        text(
+            400,
+            "synchronous_mode is not supported by this agent: synchronous replication is not \
+             implemented",
+        )
+    })
+}
+
 async fn put(dcs: &dyn Dcs, body: Map<String, Value>) -> Response {
     let cluster = match bounded(dcs.cluster(), "cluster").await {
         Ok(cluster) => cluster,
         Err(error) => return dcs_failed(&error),
     };
+    if let Some(refused) = refuse_synchronous_mode(&body, cluster.config.as_ref()) {
+        return refused;
+    }
     if cluster.config.as_ref().is_none_or(|c| c.value.data != body) {
         let new = ClusterConfig {
             data: body,

@@ -817,6 +817,21 @@ async fn edit_config(
         let after = output::yaml(&Value::Object(changed.clone()), false);
         print!("{}", edit::unified_diff(&before, &after));
     }
+    let sync = |data: &Map<String, Value>| {
+        ClusterConfig {
+            data: data.clone(),
+            valid: true,
+        }
+        .synchronous_mode()
+    };
+    if sync(&changed) && !sync(&before_data) {
+        // The agents cannot honour it; written anyway, it would promise durability.
+        return Err(
+            "synchronous_mode is not supported by ha-agent: synchronous replication \
+                    is not implemented; nothing was changed"
+                .into(),
+        );
+    }
     let from_stdin = edits.apply.as_deref() == Some("-") || edits.replace.as_deref() == Some("-");
     if from_stdin && !force {
         return Err("Use --force option to apply changes".into());

@@ -59,7 +59,7 @@ pub use decide::decide;
 pub use decision::{Action, Decision, DemoteMode, Effect, LeaseStep, StartRole};
 pub use observation::{
     DataDir, LeaseState, LocalMember, LocalPostgres, LongAction, Observation, PeerReply,
-    PeerStatus, PgState, Renewal, Settings, TimelineHighWater, WalPosition,
+    PeerStatus, PgState, Renewal, Settings, TimelineHighWater, WalPosition, config_warnings,
 };
 pub use schedule::{
     RestartStep, ScheduledRestart, Window, evaluate_restart, parse_scheduled_at, window,

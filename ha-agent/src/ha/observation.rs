@@ -305,6 +305,39 @@ impl Settings {
     }
 }
 
+/// What an operator must know about a dynamic configuration this agent runs with
+/// differently from what it says, one sentence each (logged when it takes effect):
+/// synchronous replication, which the agent does not implement, and timeouts adjusted to
+/// keep `loop_wait + 2 * retry_timeout <= ttl`.
+#[must_use]
+pub fn config_warnings(config: &ClusterConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.synchronous_mode() {
+        warnings.push(
+            "synchronous_mode is set in the cluster's configuration, but this agent does not \
+             implement synchronous replication: commits are acknowledged before any replica \
+             has them, and a failover can lose them"
+                .to_owned(),
+        );
+    }
+    let effective = [
+        ("ttl", config.ttl()),
+        ("loop_wait", config.loop_wait()),
+        ("retry_timeout", config.retry_timeout()),
+    ];
+    for (key, used) in effective {
+        if let Some(given) = config.data.get(key).and_then(serde_json::Value::as_u64)
+            && given != used
+        {
+            warnings.push(format!(
+                "{key} {given} in the cluster's configuration is used as {used}, so that \
+                 loop_wait + 2 * retry_timeout <= ttl (ttl at least 7)"
+            ));
+        }
+    }
+    warnings
+}
+
 impl Default for Settings {
     /// Patroni's defaults (`loop_wait` 10 s, 1 MiB lag, not paused), except that the
     /// timeline is checked.

@@ -1217,3 +1217,33 @@ fn the_timeline_is_checked_unless_the_config_says_false() {
     assert!(!settings(r#"{"check_timeline":false}"#).check_timeline);
     assert!(!settings(r#"{"check_timeline":"off"}"#).check_timeline);
 }
+
+#[test]
+fn a_configuration_run_differently_from_what_it_says_is_named() {
+    let warnings = |json: &str| {
+        config_warnings(&dcs_core::model::ClusterConfig::parse(json.as_bytes()))
+            .iter()
+            .map(|w| w.split(' ').next().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(warnings("{}").is_empty());
+    assert!(warnings(r#"{"ttl":10,"loop_wait":2,"retry_timeout":4}"#).is_empty());
+    assert_eq!(
+        warnings(r#"{"ttl":10,"loop_wait":3,"retry_timeout":4}"#),
+        ["loop_wait"]
+    );
+    assert_eq!(
+        warnings(r#"{"ttl":5}"#),
+        ["ttl"],
+        "only what the config says"
+    );
+    assert_eq!(
+        warnings(r#"{"ttl":5,"loop_wait":10,"retry_timeout":10}"#),
+        ["ttl", "loop_wait", "retry_timeout"]
+    );
+    assert_eq!(
+        warnings(r#"{"synchronous_mode":true}"#),
+        ["synchronous_mode"]
+    );
+    assert!(warnings(r#"{"synchronous_mode":false}"#).is_empty());
+}
