@@ -984,6 +984,90 @@ async fn a_setting_that_needs_a_restart_is_flagged_until_restart_pending_applies
     .await;
 }
 
+/// Waits until node `i`'s callbacks have written `line`.
+async fn wait_for_callback(cluster: &AgentCluster, i: usize, line: &str) -> Result<(), String> {
+    let goal = format!("{} to call back {line:?}", cluster.name(i));
+    cluster
+        .wait_until(CONVERGE, &goal, || async {
+            cluster
+                .callback_log(i)
+                .iter()
+                .any(|seen| seen == line)
+                .then_some(())
+        })
+        .await
+        .map_err(|e| format!("{e}; its callbacks: {:?}", cluster.callback_log(i)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_run_on_start_role_change_restart_reload_and_stop() {
+    run(
+        options().with_callbacks(),
+        BOOTSTRAP + 3 * CONVERGE,
+        async |cluster| {
+            let primary = cluster
+                .wait_for_cluster(BOOTSTRAP)
+                .await
+                .context("bootstrap")?;
+            let scope = cluster.scope().to_owned();
+            for i in 0..cluster.node_count() {
+                let role = if i == primary { "primary" } else { "replica" };
+                wait_for_callback(cluster, i, &format!("on_start {role} {scope}")).await?;
+            }
+
+            let candidate = other_than(cluster, primary);
+            let request =
+                json!({"leader": cluster.name(primary), "candidate": cluster.name(candidate)});
+            let answer = cluster
+                .api_post(primary, "/switchover", &request)
+                .await
+                .context("POST /switchover")?;
+            expect_status("POST /switchover", &answer, 200)?;
+            wait_for_callback(
+                cluster,
+                candidate,
+                &format!("on_role_change primary {scope}"),
+            )
+            .await?;
+            wait_for_callback(cluster, primary, &format!("on_role_change replica {scope}")).await?;
+
+            // Right after the demotion its start may still be finishing ("in progress").
+            cluster
+                .wait_until(CONVERGE, "POST /restart to be carried out", || async {
+                    let answer = cluster
+                        .api_post(primary, "/restart", &json!({}))
+                        .await
+                        .ok()?;
+                    (answer.status == 200).then_some(())
+                })
+                .await
+                .context("POST /restart")?;
+            wait_for_callback(cluster, primary, &format!("on_restart replica {scope}")).await?;
+            let answer = cluster
+                .api_post(candidate, "/reload", &json!({}))
+                .await
+                .context("POST /reload")?;
+            expect_status("POST /reload", &answer, 202)?;
+            wait_for_callback(cluster, candidate, &format!("on_reload primary {scope}")).await?;
+
+            cluster
+                .stop_agent(primary)
+                .await
+                .context("stopping an agent")?;
+            wait_for_callback(cluster, primary, &format!("on_stop replica {scope}")).await?;
+            // Exactly one start was called back on the stopped node: the restart and the
+            // demotion were not reported as starts.
+            let log = cluster.callback_log(primary);
+            let starts = log.iter().filter(|l| l.starts_with("on_start")).count();
+            if starts != 1 {
+                return Err(format!("{} called back {log:?}", cluster.name(primary)));
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patronictl_lists_the_cluster_and_switches_it_over() {
     if let Err(why) = patronictl_available() {

@@ -62,6 +62,7 @@ impl Agent {
         }
         let local = self.observe_postgres().await;
         self.update_node(&local);
+        self.run_callbacks(&local);
         // Patroni's `touch_member` comes first, so the snapshot below has our own key
         // and peers racing right now see our position.
         let member = self.member_data(&local);
@@ -115,6 +116,27 @@ impl Agent {
             }
         }
         end
+    }
+
+    /// Calls the callback for what changed in PostgreSQL since the last cycle (none while
+    /// bootstrapping: the new cluster is not started for good yet, as in Patroni).
+    fn run_callbacks(&mut self, local: &Local) {
+        if self
+            .long
+            .as_ref()
+            .is_some_and(|l| l.kind == LongAction::Bootstrap)
+        {
+            return;
+        }
+        let now = local.status.as_ref().map(|status| super::callbacks::Seen {
+            primary: !status.in_recovery,
+            postmaster: status.postmaster_start.map(f64::to_bits),
+        });
+        let (call, memory) = super::callbacks::transition(self.callback_memory, now);
+        self.callback_memory = memory;
+        if let Some((action, seen)) = call {
+            self.callbacks.call(action, seen.role());
+        }
     }
 
     /// Takes in a fresh snapshot: the dynamic settings, the last leader, the API's view.

@@ -156,7 +156,10 @@ impl Agent {
         }
         match self.pg.write_config(self.standby.as_ref()).await {
             Ok(true) => match self.pg.reload().await {
-                Ok(()) => tracing::info!("reloaded PostgreSQL with the changed parameters"),
+                Ok(()) => {
+                    tracing::info!("reloaded PostgreSQL with the changed parameters");
+                    self.call_back_reload();
+                }
                 Err(error) => tracing::warn!("reload failed: {error}"),
             },
             Ok(false) => {}
@@ -189,6 +192,7 @@ impl Agent {
         self.apply_parameters().await;
         if self.pg.is_running().await.unwrap_or(false) {
             self.pg.reload().await.map_err(|error| error.to_string())?;
+            self.call_back_reload();
         }
         Ok("reloaded the configuration".into())
     }
@@ -215,6 +219,7 @@ impl Agent {
             }
             return;
         }
+        self.callback_memory.restart_requested = true;
         let pg = self.pg.clone();
         let standby = self.standby.clone();
         self.start_long(LongAction::Restart, reply, async move {
@@ -223,6 +228,14 @@ impl Agent {
                 Err(error) => LongOutcome::Failed(format!("restart failed: {error}")),
             }
         });
+    }
+
+    /// `on_reload`, with the role PostgreSQL was last seen in.
+    fn call_back_reload(&mut self) {
+        if let Some(seen) = self.callback_memory.last {
+            self.callbacks
+                .call(super::callbacks::Action::Reload, seen.role());
+        }
     }
 
     /// Keeps `restart` for later (Patroni's `schedule_future_restart`): one at a time,

@@ -22,6 +22,7 @@
 //! - PostgreSQL runs as the agent's own user (the agent refuses to run as root).
 
 mod act;
+mod callbacks;
 mod deadman;
 mod leader;
 mod observe;
@@ -40,6 +41,7 @@ use crate::api::{self, Control, LocalRequest, NodeStatus, Snapshot};
 use crate::config::Config;
 use crate::ha::{LeaseState, LongAction, Settings};
 use crate::postgres::{OsUser, Postgres, PostgresOptions};
+pub(crate) use callbacks::split_command;
 pub use deadman::{DeadMan, run_guardian};
 
 /// The test-only environment variable that turns off every safety stop: set to `1`, the
@@ -220,6 +222,9 @@ struct Agent {
     highest_timeline: crate::ha::TimelineHighWater,
     /// `POST /restart` with a `schedule`, until it runs or is cancelled.
     scheduled_restart: Option<crate::ha::ScheduledRestart>,
+    /// `postgresql.callbacks`, and what the last cycle saw to choose them.
+    callbacks: callbacks::Callbacks,
+    callback_memory: callbacks::Memory,
 }
 
 /// A timeline a replica's WAL receiver streamed, and the postmaster it was seen in.
@@ -307,6 +312,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         ),
     }
     let settings = Settings::from_config(&config.bootstrap.dcs);
+    let scripts = callbacks::Callbacks::new(&config.postgresql.callbacks, &config.scope);
     let mut agent = Agent {
         margins: Margins::for_ttl(config.timing().ttl()),
         dynamic: config.bootstrap.dcs.clone(),
@@ -334,6 +340,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         streamed_timeline: None,
         highest_timeline: crate::ha::TimelineHighWater::default(),
         scheduled_restart: None,
+        callbacks: scripts,
+        callback_memory: callbacks::Memory::default(),
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     if result.is_ok() {
@@ -553,7 +561,19 @@ impl Agent {
             return;
         }
         match self.pg.stop(crate::postgres::StopMode::Fast).await {
-            Ok(true) => tracing::info!("stopped PostgreSQL"),
+            Ok(true) => {
+                tracing::info!("stopped PostgreSQL");
+                let role = self
+                    .callback_memory
+                    .last_primary
+                    .map_or(
+                        "replica",
+                        |primary| {
+                            if primary { "primary" } else { "replica" }
+                        },
+                    );
+                self.callbacks.call(callbacks::Action::Stop, role);
+            }
             Ok(false) => {}
             Err(error) => tracing::error!("stopping PostgreSQL on shutdown failed: {error}"),
         }

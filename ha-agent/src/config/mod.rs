@@ -36,7 +36,7 @@
 //!   (`postgresql.paramters`): probably a typo, never fatal, as Patroni would not refuse it
 //!   either.
 //! * A Patroni key the agent does not implement is a [`Warning`] when ignoring it is safe
-//!   (`log`, `restapi.request_queue_size`, `postgresql.callbacks`, ...), and a
+//!   (`log`, `restapi.request_queue_size`, `postgresql.before_stop`, ...), and a
 //!   [`ConfigError::Unsupported`] when ignoring it would be unsafe or would do something
 //!   else than asked: another DCS (`consul`, `kubernetes`, `etcd` v2, `raft`,
 //!   `exhibitor`), `watchdog.mode: required`, a custom `bootstrap.method`, `citus`,
@@ -302,6 +302,9 @@ pub struct Postgresql {
     pub use_pg_rewind: Option<bool>,
     /// `pg_ctl_timeout` in seconds (Patroni's default 60).
     pub pg_ctl_timeout: u64,
+    /// `callbacks`: the command line of each of `on_start`, `on_stop`, `on_restart`,
+    /// `on_reload` and `on_role_change` that is set.
+    pub callbacks: std::collections::BTreeMap<String, String>,
 }
 
 /// `tags`: what this member tells the others about itself.

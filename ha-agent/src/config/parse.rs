@@ -507,7 +507,7 @@ fn postgresql(walk: &mut Walk, raw: &Map<String, Value>) -> Result<Postgresql, C
         Some(match key {
             "listen" | "connect_address" | "data_dir" | "config_dir" | "bin_dir" | "pgpass"
             | "database" | "authentication" | "parameters" | "pg_hba" | "use_pg_rewind"
-            | "pg_ctl_timeout" => Key::Known,
+            | "pg_ctl_timeout" | "callbacks" => Key::Known,
             "pre_promote" => Key::Refused(
                 "the fencing script is not run yet; ignoring it would promote without fencing",
             ),
@@ -516,7 +516,6 @@ fn postgresql(walk: &mut Walk, raw: &Map<String, Value>) -> Result<Postgresql, C
                 "replication slots are enabled or disabled cluster-wide, in bootstrap.dcs \
                  (Patroni ignores it here too)",
             ),
-            "callbacks" => Key::Ignored("callbacks are not run yet"),
             "before_stop" => Key::Ignored("the before_stop script is not run yet"),
             "bin_name" => Key::Ignored("the standard binary names in bin_dir are used"),
             "create_replica_methods" | "basebackup" | "replica_method" => {
@@ -576,7 +575,49 @@ fn postgresql(walk: &mut Walk, raw: &Map<String, Value>) -> Result<Postgresql, C
         pg_hba,
         use_pg_rewind: optional_bool(map, path, "use_pg_rewind")?,
         pg_ctl_timeout,
+        callbacks: callbacks(walk, map)?,
     })
+}
+
+/// `postgresql.callbacks`: a command line per known callback; each must split into words
+/// as Patroni's `shlex.split` would.
+fn callbacks(
+    walk: &mut Walk,
+    map: &Map<String, Value>,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let path = "postgresql.callbacks";
+    let Some(section) = section_map(map, "postgresql", "callbacks")? else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    walk.keys(section, path, true, |key| {
+        matches!(
+            key,
+            "on_start" | "on_stop" | "on_restart" | "on_reload" | "on_role_change"
+        )
+        .then_some(Key::Known)
+    })?;
+    let mut callbacks = std::collections::BTreeMap::new();
+    for key in [
+        "on_start",
+        "on_stop",
+        "on_restart",
+        "on_reload",
+        "on_role_change",
+    ] {
+        let Some(line) = optional_string(section, path, key)? else {
+            continue;
+        };
+        let words = crate::agent::split_command(&line);
+        if words.as_ref().is_none_or(Vec::is_empty) {
+            return Err(invalid(
+                &join(path, key),
+                &Value::from(line),
+                "a command line (balanced quotes, not empty)",
+            ));
+        }
+        callbacks.insert(key.to_owned(), line);
+    }
+    Ok(callbacks)
 }
 
 /// `postgresql.authentication`: superuser and replication required, rewind optional.
