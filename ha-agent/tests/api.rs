@@ -194,6 +194,7 @@ async fn status_cluster_history_and_config_documents_are_served() {
     assert_eq!(cluster["members"][0]["name"], "pg0");
     assert_eq!(cluster["members"][0]["role"], "leader");
     assert_eq!(cluster["members"][0]["host"], "10.0.0.1");
+    assert_eq!(cluster["scope"], "batman", "Patroni 4.x names the scope");
 
     assert_eq!(
         request(a, "GET", "/history").await.json(),
@@ -210,6 +211,68 @@ async fn status_cluster_history_and_config_documents_are_served() {
             .body
             .contains("patroni_primary{scope=\"batman\",name=\"pg0\"} 1\n")
     );
+    assert!(
+        metrics
+            .body
+            .contains("# TYPE patroni_postgres_timeline gauge\n")
+    );
+
+    server.stop.send(()).unwrap();
+    server.task.await.unwrap();
+}
+
+/// pg1 replicates pg0 (`primary_snapshot`'s cluster, `/status` optime 1000), `behind`
+/// bytes behind in replay and caught up in receipt.
+fn replica_snapshot(behind: u64) -> Snapshot {
+    let mut snapshot = primary_snapshot();
+    let node = &mut snapshot.node;
+    node.name = "pg1".into();
+    node.role = Role::Replica;
+    node.holds_lease = false;
+    node.postgres = Some(PostgresStatus {
+        postmaster_start_time: None,
+        server_version: 160_004,
+        xlog: Xlog::Replica {
+            received_location: 1000,
+            replayed_location: 1000 - behind,
+            replayed_timestamp: None,
+            paused: false,
+        },
+        timeline: Some(2),
+        replication_state: Some("streaming".into()),
+        replication: vec![],
+    });
+    snapshot
+}
+
+#[tokio::test]
+async fn readiness_measures_a_replicas_lag_like_patroni_4() {
+    let server = start(replica_snapshot(100)).await;
+    let a = server.address;
+    for (target, status) in [
+        ("/readiness", 200),
+        ("/readiness?lag=100", 200),
+        ("/readiness?lag=99", 503),
+        ("/readiness?lag=0&mode=write", 200),
+        ("/readiness?lag=garbage", 200),
+    ] {
+        let reply = request(a, "GET", target).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (status, ""),
+            "{target}"
+        );
+    }
+    // Patroni runs the role health check for HEAD: `/readiness` names no role.
+    assert_eq!(request(a, "HEAD", "/readiness").await.status, 503);
+
+    // A replica that stops streaming is no longer ready, on the next request.
+    let mut archive = replica_snapshot(0);
+    if let Some(pg) = &mut archive.node.postgres {
+        pg.replication_state = Some("in archive recovery".into());
+    }
+    server.snapshots.send_replace(archive);
+    assert_eq!(request(a, "GET", "/readiness").await.status, 503);
 
     server.stop.send(()).unwrap();
     server.task.await.unwrap();

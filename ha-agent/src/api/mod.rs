@@ -22,12 +22,13 @@
 //! | Request | Answer |
 //! |---|---|
 //! | `GET /patroni` | 200, the status document other members parse in the leader race |
-//! | `GET /cluster` | 200, members with roles and lag (last DCS view, not a fresh read) |
+//! | `GET /cluster` | 200, Patroni 4.x's `cluster_as_json` plus `scope`: members with role, state (`streaming` for a streaming replica), positions and lags (last DCS view, not a fresh read) |
 //! | `GET /history` | 200, the `history` key's lines, `[]` when none |
 //! | `GET /config` | 200 with the `config` key's JSON, 502 when there is none |
 //! | `GET /failsafe` | 200 with the `failsafe` key's JSON, 502 when there is none |
-//! | `GET /metrics` | 200, Prometheus text with Patroni 4.x's metric names and labels |
-//! | `GET /liveness`, `GET /readiness` | 200/503, no body |
+//! | `GET /metrics` | 200, Patroni 4.x's Prometheus text: its metrics, help, types and labels |
+//! | `GET /liveness` | 200/503, no body: the HA loop is not late |
+//! | `GET /readiness` (`?lag=`, `?mode=apply\|write`) | 200/503, no body: the leader, or a streaming replica within `lag` (default `maximum_lag_on_failover`), Patroni 4.x's rule |
 //! | any other `GET` | a health check ([`HealthCheck`]): 200/503 with the `/patroni` document |
 //! | `HEAD`/`OPTIONS` on any path | the health check's 200/503, no body |
 //! | the write endpoints below | with a [`Control`] only; else 404 |
@@ -35,7 +36,8 @@
 //!
 //! Like Patroni, a health check is chosen by *substring* of the path (`/replica`,
 //! `/replica?lag=1MB`, even `/xreplica`), and `HEAD`/`OPTIONS` always run the health
-//! check — `HEAD /patroni` is 503 in Patroni too, because `/patroni` names no role.
+//! check — `HEAD /patroni`, `HEAD /liveness` and `HEAD /readiness` are 503 in Patroni
+//! too, because those paths name no role.
 //!
 //! # Write endpoints
 //!
@@ -80,8 +82,9 @@
 //!   `/quorum`, `/read-only-quorum` are always 503 and `/read-only-sync` is 200 only on
 //!   the leader; `/async` and `/asynchronous` behave like `/replica` (no member is
 //!   synchronous). This follows from the rules below as long as the `sync` key is empty.
-//! * `/readiness` follows Patroni 3.0.2 (leader, or PostgreSQL running while the DCS is
-//!   reachable); 4.x's `?lag=` and `?mode=` are ignored.
+//! * `/readiness` and the `?lag=` of `/replica` compare with `/status`'s optime only:
+//!   Patroni 4.x also uses the WAL receiver's `latest_end_lsn` when it is ahead (and
+//!   lets a replica without a DCS view be ready by it), which the agent does not read.
 
 mod allow;
 mod auth;
@@ -101,7 +104,7 @@ pub use allow::{Allowlist, Network};
 pub use auth::unsupported_restapi_settings;
 pub use body::{cluster_json, history_json, metrics_text, patroni_json};
 pub use control::{Control, LocalReply, LocalRequest};
-pub use health::{HealthCheck, Query, health_status, liveness_status, readiness_status};
+pub use health::{HealthCheck, LagMode, Query, health_status, liveness_status, readiness_status};
 pub(crate) use local::restart_matches;
 pub use server::serve;
 pub use status::{NodeStatus, PostgresStatus, ReplicationConnection, Snapshot, Xlog};
@@ -171,7 +174,7 @@ fn get(path: &str, query: &Query, snapshot: &Snapshot, now: Instant) -> Response
     let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match segment {
         "patroni" => Response::json(200, &patroni_json(node, cluster)),
-        "cluster" => Response::json(200, &cluster_json(cluster.unwrap_or(&EMPTY))),
+        "cluster" => Response::json(200, &cluster_json(cluster.unwrap_or(&EMPTY), &node.scope)),
         "history" => Response::json(200, &history_json(cluster.unwrap_or(&EMPTY))),
         "config" => match cluster.and_then(|c| c.config.as_ref()) {
             Some(config) => {
@@ -192,7 +195,7 @@ fn get(path: &str, query: &Query, snapshot: &Snapshot, now: Instant) -> Response
             headers: Vec::new(),
         },
         "liveness" => Response::status_only(liveness_status(node, now)),
-        "readiness" => Response::status_only(readiness_status(node, cluster)),
+        "readiness" => Response::status_only(readiness_status(query, node, cluster)),
         _ => Response::json(
             health_status(HealthCheck::from_path(path), query, node, cluster),
             &patroni_json(node, cluster),
