@@ -1002,7 +1002,7 @@ async fn wait_for_callback(cluster: &AgentCluster, i: usize, line: &str) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_run_on_start_role_change_restart_reload_and_stop() {
     run(
-        options().with_callbacks(),
+        options().with_scripts(),
         BOOTSTRAP + 3 * CONVERGE,
         async |cluster| {
             let primary = cluster
@@ -1062,6 +1062,74 @@ async fn callbacks_run_on_start_role_change_restart_reload_and_stop() {
             if starts != 1 {
                 return Err(format!("{} called back {log:?}", cluster.name(primary)));
             }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_promote_script_keeps_a_member_from_promoting() {
+    run(
+        options().with_scripts(),
+        BOOTSTRAP + 3 * CONVERGE,
+        async |cluster| {
+            let primary = cluster
+                .wait_for_cluster(BOOTSTRAP)
+                .await
+                .context("bootstrap")?;
+            let others: Vec<usize> = (0..cluster.node_count())
+                .filter(|i| *i != primary)
+                .collect();
+            for &i in &others {
+                cluster
+                    .deny_promotion(i, true)
+                    .context("denying promotion")?;
+            }
+            // A graceful stop runs before_stop first, and gives the lock up.
+            cluster
+                .stop_agent(primary)
+                .await
+                .context("stopping the primary's agent")?;
+            wait_for_callback(cluster, primary, "before_stop").await?;
+            let goal = "a replica to try its pre_promote script";
+            let tried = cluster
+                .wait_until(CONVERGE, goal, || async {
+                    others
+                        .iter()
+                        .copied()
+                        .find(|&i| cluster.callback_log(i).iter().any(|l| l == "pre_promote"))
+                })
+                .await
+                .context("the leader race")?;
+            // With every fence failing, nobody may promote: watch for two ttls.
+            let (ttl, _, _) = cluster.timing();
+            let until = Instant::now() + 2 * ttl;
+            while Instant::now() < until {
+                let primaries = cluster.primaries().await;
+                if !primaries.is_empty() {
+                    return Err(format!(
+                        "{:?} promoted although its pre_promote script failed",
+                        primaries
+                            .iter()
+                            .map(|&i| cluster.name(i))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            // Once one fence lets it, that member promotes (after its backoff, if it had one).
+            let allowed = tried;
+            cluster
+                .deny_promotion(allowed, false)
+                .context("allowing promotion")?;
+            let goal = format!("{} to promote", cluster.name(allowed));
+            cluster
+                .wait_until(CONVERGE, &goal, || async {
+                    (cluster.primaries().await == [allowed]).then_some(())
+                })
+                .await
+                .context("after the fence allowed it")?;
             Ok(())
         },
     )

@@ -371,11 +371,41 @@ fn settings_unsafe_to_ignore_are_refused() {
         assert!(matches!(error, ConfigError::Unsupported { .. }), "{error}");
         assert_eq!(error.path(), Some(path), "{error}");
     }
-    let pre_promote = with(
-        &[("  data_dir:", "  pre_promote: /fence.sh\n  data_dir:")],
+    // Scripts run as Patroni runs them; a command line that cannot be split is refused.
+    let scripts = with(
+        &[(
+            "  data_dir:",
+            "  pre_promote: /fence.sh --strict\n  before_stop: '/drain.sh \"a b\"'\n  \
+             callbacks: {on_role_change: /vip.sh}\n  data_dir:",
+        )],
         "",
     );
-    assert_eq!(error(&pre_promote).path(), Some("postgresql.pre_promote"));
+    let (config, warnings) = load(&scripts);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        config.postgresql.pre_promote.as_deref(),
+        Some("/fence.sh --strict")
+    );
+    assert_eq!(
+        config.postgresql.before_stop.as_deref(),
+        Some("/drain.sh \"a b\"")
+    );
+    assert_eq!(
+        config
+            .postgresql
+            .callbacks
+            .get("on_role_change")
+            .map(String::as_str),
+        Some("/vip.sh")
+    );
+    let unbalanced = with(
+        &[(
+            "  data_dir:",
+            "  pre_promote: \"/fence.sh 'x\"\n  data_dir:",
+        )],
+        "",
+    );
+    assert_eq!(error(&unbalanced).path(), Some("postgresql.pre_promote"));
     // Off is off, whether PyYAML's `off` (false) or the string.
     for mode in ["off", "'off'", "false"] {
         let (config, warnings) = load(&with(&[], &format!("watchdog:\n  mode: {mode}\n")));

@@ -32,6 +32,9 @@ pub(super) enum LongOutcome {
     Done(String),
     /// Failed, with the reason.
     Failed(String),
+    /// The `pre_promote` fencing script failed, with the reason: give the lock up and do
+    /// not race for it for a ttl (Patroni's backoff), so another member can promote.
+    Fenced(String),
 }
 
 enum Renewed {
@@ -43,9 +46,13 @@ enum Renewed {
 impl Agent {
     fn me(&self) -> LocalMember {
         let tags = &self.config.tags;
+        // After a failed pre_promote, sit out the race for a ttl, as Patroni does.
+        let backing_off = self
+            .no_race_until
+            .is_some_and(|until| Instant::now() < until);
         LocalMember {
             name: self.config.name.clone(),
-            nofailover: !tags.may_fail_over(),
+            nofailover: !tags.may_fail_over() || backing_off,
             failover_priority: tags.effective_failover_priority(),
             replicatefrom: tags
                 .all
@@ -252,7 +259,20 @@ impl Agent {
                 // names the old timeline and pg_rewind against it would compute the wrong
                 // fork point: the member key says so, and replicas wait.
                 self.checkpoint_pending = true;
+                let fence = self
+                    .config
+                    .postgresql
+                    .pre_promote
+                    .as_deref()
+                    .and_then(crate::config::split_command);
+                // The lease stays renewed while the script runs; it has the lease's ttl.
+                let fence_timeout = std::time::Duration::from_secs(self.dynamic.ttl());
                 self.start_long(LongAction::Promote, None, async move {
+                    if let Some(words) = fence
+                        && let Err(error) = pg.run_script(&words, fence_timeout).await
+                    {
+                        return LongOutcome::Fenced(format!("pre_promote script failed: {error}"));
+                    }
                     if let Err(error) = pg.promote().await {
                         return LongOutcome::Failed(format!("promote failed: {error}"));
                     }
@@ -630,6 +650,20 @@ impl Agent {
                     None,
                     LocalReply {
                         status: 200,
+                        message,
+                    },
+                )
+            }
+            LongOutcome::Fenced(message) => {
+                tracing::error!("{message}; giving the leader lock up instead of promoting");
+                self.checkpoint_pending = false;
+                self.release().await;
+                self.no_race_until =
+                    Some(Instant::now() + std::time::Duration::from_secs(self.dynamic.ttl()));
+                (
+                    Some(CycleEnd::Again),
+                    LocalReply {
+                        status: 503,
                         message,
                     },
                 )

@@ -111,64 +111,6 @@ pub(super) fn transition(memory: Memory, now: Option<Seen>) -> (Option<(Action, 
     (action.map(|action| (action, now)), next)
 }
 
-/// Splits a command line as Python's `shlex.split` does in POSIX mode: whitespace
-/// separates words, single quotes keep everything, double quotes keep everything but
-/// `\` before `"`, `\`, `$` or a backquote, and a backslash outside quotes escapes the
-/// next character. `None` for an unterminated quote or a trailing backslash.
-pub(crate) fn split_command(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => word.push(c),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => match chars.next()? {
-                            c @ ('"' | '\\' | '$' | '`') => word.push(c),
-                            c => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                        },
-                        c => word.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.push(chars.next()?);
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    Some(words)
-}
-
 /// Runs the configured callbacks, one at a time.
 #[derive(Debug, Default)]
 pub(super) struct Callbacks {
@@ -184,7 +126,7 @@ impl Callbacks {
             .into_iter()
             .filter_map(|action| {
                 let line = configured.get(action.as_str())?;
-                let words = split_command(line).filter(|w| !w.is_empty())?;
+                let words = crate::config::split_command(line).filter(|w| !w.is_empty())?;
                 Some((action, words))
             })
             .collect();
@@ -335,27 +277,5 @@ mod tests {
         assert!(memory.restart_requested);
         let (_, memory) = transition(memory, Some(restarted(REPLICA)));
         assert!(!memory.restart_requested);
-    }
-
-    #[test]
-    fn commands_split_like_shlex() {
-        let cases = [
-            ("/usr/local/bin/vip.sh", Some(vec!["/usr/local/bin/vip.sh"])),
-            ("  a  b\tc ", Some(vec!["a", "b", "c"])),
-            ("a 'b c' \"d \\\"e\\\"\"", Some(vec!["a", "b c", "d \"e\""])),
-            ("a\\ b c", Some(vec!["a b", "c"])),
-            ("x''", Some(vec!["x"])),
-            ("''", Some(vec![""])),
-            ("\"a\\nb\"", Some(vec!["a\\nb"])),
-            ("'open", None),
-            ("\"open", None),
-            ("trailing\\", None),
-            ("", Some(vec![])),
-        ];
-        for (line, expected) in cases {
-            let expected =
-                expected.map(|words| words.into_iter().map(str::to_owned).collect::<Vec<_>>());
-            assert_eq!(split_command(line), expected, "{line:?}");
-        }
     }
 }

@@ -41,7 +41,6 @@ use crate::api::{self, Control, LocalRequest, NodeStatus, Snapshot};
 use crate::config::Config;
 use crate::ha::{LeaseState, LongAction, Settings};
 use crate::postgres::{OsUser, Postgres, PostgresOptions};
-pub(crate) use callbacks::split_command;
 pub use deadman::{DeadMan, run_guardian};
 
 /// The test-only environment variable that turns off every safety stop: set to `1`, the
@@ -225,6 +224,9 @@ struct Agent {
     /// `postgresql.callbacks`, and what the last cycle saw to choose them.
     callbacks: callbacks::Callbacks,
     callback_memory: callbacks::Memory,
+    /// Until when this member stays out of the leader race: its `pre_promote` script
+    /// failed (Patroni's backoff).
+    no_race_until: Option<Instant>,
 }
 
 /// A timeline a replica's WAL receiver streamed, and the postmaster it was seen in.
@@ -342,6 +344,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Age
         scheduled_restart: None,
         callbacks: scripts,
         callback_memory: callbacks::Memory::default(),
+        no_race_until: None,
     };
     let result = agent.run_loop(requests, &mut hangup, &mut stop_rx).await;
     if result.is_ok() {

@@ -36,7 +36,7 @@
 //!   (`postgresql.paramters`): probably a typo, never fatal, as Patroni would not refuse it
 //!   either.
 //! * A Patroni key the agent does not implement is a [`Warning`] when ignoring it is safe
-//!   (`log`, `restapi.request_queue_size`, `postgresql.before_stop`, ...), and a
+//!   (`log`, `restapi.request_queue_size`, `postgresql.proxy_address`, ...), and a
 //!   [`ConfigError::Unsupported`] when ignoring it would be unsafe or would do something
 //!   else than asked: another DCS (`consul`, `kubernetes`, `etcd` v2, `raft`,
 //!   `exhibitor`), `watchdog.mode: required`, a custom `bootstrap.method`, `citus`,
@@ -58,6 +58,7 @@
 mod env;
 mod error;
 mod parse;
+mod shell;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ use dcs_zk::ZooKeeperConfig;
 use serde_json::{Map, Value};
 
 pub use error::{ConfigError, Warning, WarningKind};
+pub use shell::split_command;
 
 /// The whole configuration of one member, checked.
 ///
@@ -302,6 +304,12 @@ pub struct Postgresql {
     pub use_pg_rewind: Option<bool>,
     /// `pg_ctl_timeout` in seconds (Patroni's default 60).
     pub pg_ctl_timeout: u64,
+    /// `pre_promote`: a fencing command run after the leader lock is taken and before
+    /// promoting; a failure gives the lock up instead of promoting.
+    pub pre_promote: Option<String>,
+    /// `before_stop`: a command run (and waited for) before every stop but an emergency
+    /// one.
+    pub before_stop: Option<String>,
     /// `callbacks`: the command line of each of `on_start`, `on_stop`, `on_restart`,
     /// `on_reload` and `on_role_change` that is set.
     pub callbacks: std::collections::BTreeMap<String, String>,

@@ -507,16 +507,12 @@ fn postgresql(walk: &mut Walk, raw: &Map<String, Value>) -> Result<Postgresql, C
         Some(match key {
             "listen" | "connect_address" | "data_dir" | "config_dir" | "bin_dir" | "pgpass"
             | "database" | "authentication" | "parameters" | "pg_hba" | "use_pg_rewind"
-            | "pg_ctl_timeout" | "callbacks" => Key::Known,
-            "pre_promote" => Key::Refused(
-                "the fencing script is not run yet; ignoring it would promote without fencing",
-            ),
+            | "pg_ctl_timeout" | "callbacks" | "pre_promote" | "before_stop" => Key::Known,
             "proxy_address" => Key::Ignored("not advertised in the member key yet"),
             "use_slots" => Key::Ignored(
                 "replication slots are enabled or disabled cluster-wide, in bootstrap.dcs \
                  (Patroni ignores it here too)",
             ),
-            "before_stop" => Key::Ignored("the before_stop script is not run yet"),
             "bin_name" => Key::Ignored("the standard binary names in bin_dir are used"),
             "create_replica_methods" | "basebackup" | "replica_method" => {
                 Key::Ignored("new replicas are always cloned with pg_basebackup")
@@ -575,6 +571,8 @@ fn postgresql(walk: &mut Walk, raw: &Map<String, Value>) -> Result<Postgresql, C
         pg_hba,
         use_pg_rewind: optional_bool(map, path, "use_pg_rewind")?,
         pg_ctl_timeout,
+        pre_promote: command_line(map, path, "pre_promote")?,
+        before_stop: command_line(map, path, "before_stop")?,
         callbacks: callbacks(walk, map)?,
     })
 }
@@ -604,20 +602,30 @@ fn callbacks(
         "on_reload",
         "on_role_change",
     ] {
-        let Some(line) = optional_string(section, path, key)? else {
-            continue;
-        };
-        let words = crate::agent::split_command(&line);
-        if words.as_ref().is_none_or(Vec::is_empty) {
-            return Err(invalid(
-                &join(path, key),
-                &Value::from(line),
-                "a command line (balanced quotes, not empty)",
-            ));
+        if let Some(line) = command_line(section, path, key)? {
+            callbacks.insert(key.to_owned(), line);
         }
-        callbacks.insert(key.to_owned(), line);
     }
     Ok(callbacks)
+}
+
+/// An optional command line that must split into words as `shlex.split` would.
+fn command_line(
+    map: &Map<String, Value>,
+    path: &str,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(line) = optional_string(map, path, key)? else {
+        return Ok(None);
+    };
+    if super::split_command(&line).is_none_or(|words| words.is_empty()) {
+        return Err(invalid(
+            &join(path, key),
+            &Value::from(line),
+            "a command line (balanced quotes, not empty)",
+        ));
+    }
+    Ok(Some(line))
 }
 
 /// `postgresql.authentication`: superuser and replication required, rewind optional.

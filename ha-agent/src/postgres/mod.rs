@@ -120,6 +120,8 @@ pub struct PostgresOptions {
     pub command_timeout: Duration,
     /// Deadline of `initdb` and `pg_basebackup`.
     pub bootstrap_timeout: Duration,
+    /// `postgresql.before_stop`, split into words: run before a fast or smart stop.
+    pub before_stop: Option<Vec<String>>,
 }
 
 impl PostgresOptions {
@@ -152,6 +154,7 @@ impl PostgresOptions {
             pg_ctl_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(30),
             bootstrap_timeout: Duration::from_secs(3600),
+            before_stop: None,
         }
     }
 
@@ -172,6 +175,10 @@ impl PostgresOptions {
         options.parameters = conf::merged_parameters(&config.bootstrap.dcs, &pg.parameters);
         options.pg_hba.clone_from(&pg.pg_hba);
         options.pg_ctl_timeout = Duration::from_secs(pg.pg_ctl_timeout);
+        options.before_stop = pg
+            .before_stop
+            .as_deref()
+            .and_then(crate::config::split_command);
         options
     }
 }
@@ -639,6 +646,16 @@ impl Postgres {
             return Ok(false);
         }
         let timeout = self.options.pg_ctl_timeout;
+        // Patroni runs it before every stop; an emergency stop (the lease is lost) does
+        // not wait for a script.
+        if let Some(words) = self.options.before_stop.as_deref()
+            && mode != StopMode::Immediate
+        {
+            match self.run_script(words, timeout).await {
+                Ok(()) => tracing::info!("before_stop script `{}` succeeded", words.join(" ")),
+                Err(error) => tracing::warn!("before_stop script: {error}"),
+            }
+        }
         let args = vec![
             "stop".to_owned(),
             "-m".to_owned(),
@@ -659,6 +676,36 @@ impl Postgres {
             Err(PostgresError::Failed { .. }) if !self.is_running().await? => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// Runs a configured script (`before_stop`, `pre_promote`) as the server's account,
+    /// without a shell, and waits at most `timeout` for it.
+    ///
+    /// # Errors
+    /// It could not be run, exited with a failure (its status and last lines in the
+    /// error) or ran out of time (then it is killed).
+    pub async fn run_script(
+        &self,
+        words: &[String],
+        timeout: Duration,
+    ) -> Result<(), PostgresError> {
+        let Some((program, args)) = words.split_first() else {
+            return Ok(());
+        };
+        Run {
+            program: PathBuf::from(program),
+            args: args.to_vec(),
+            user: &self.options.os_user,
+            dir: self.work_dir(),
+            env: Vec::new(),
+            timeout,
+            shown: words.join(" "),
+            parsed: false,
+            stdin: None,
+        }
+        .output()
+        .await
+        .map(|_| ())
     }
 
     /// Stops (if running) with `mode` and starts again as [`start`](Self::start) does.
