@@ -135,10 +135,17 @@ impl Agent {
         {
             return;
         }
-        let now = local.status.as_ref().map(|status| super::callbacks::Seen {
-            primary: !status.in_recovery,
-            postmaster: status.postmaster_start.map(f64::to_bits),
-        });
+        let now = match (&local.status, local.postgres.state) {
+            (Some(status), _) => Some(super::callbacks::Seen {
+                primary: !status.in_recovery,
+                postmaster: status.postmaster_start.map(f64::to_bits),
+            }),
+            (None, PgState::Stopped { .. }) => None,
+            // Running but not answering (starting up, or one status query that timed
+            // out): nothing is known to have changed, and forgetting the last sight would
+            // call `on_start` again when it answers.
+            (None, _) => return,
+        };
         let (call, memory) = super::callbacks::transition(self.callback_memory, now);
         self.callback_memory = memory;
         if let Some((action, seen)) = call {
