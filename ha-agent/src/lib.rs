@@ -10,3 +10,4 @@ pub mod ha;
 pub mod http;
 pub mod log;
 pub mod postgres;
+mod python;

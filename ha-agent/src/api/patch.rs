@@ -2,6 +2,7 @@
 //! Patroni's two deviations kept, so that `patronictl edit-config` ends with the same
 //! `config` value against either agent.
 
+use crate::python::python_str;
 use serde_json::{Map, Value};
 
 /// Applies `patch` to `config` in place and says whether anything changed.
@@ -41,20 +42,6 @@ pub(super) fn patch_config(config: &mut Map<String, Value>, patch: &Map<String, 
         }
     }
     changed
-}
-
-/// Python's `str()` of a value `json.loads` produced, for the scalars `patch_config`
-/// compares; lists and objects compare by their JSON text, which is equal exactly when
-/// their Python reprs are for all values a patch can hold.
-fn python_str(value: &Value) -> String {
-    match value {
-        Value::Null => "None".to_owned(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        Value::Array(_) | Value::Object(_) => value.to_string(),
-    }
 }
 
 #[cfg(test)]

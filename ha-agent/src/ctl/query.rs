@@ -6,6 +6,7 @@
 //! TLS, no `~/.pgpass`. The SQL runs with the simple query protocol (several statements
 //! allowed, autocommit); the last statement's rows are printed.
 
+use crate::python::python_str;
 use std::time::{Duration, SystemTime};
 
 use dcs_core::{ClusterState, Member};
@@ -380,17 +381,6 @@ fn typed(text: Option<String>, ty: Option<&Type>) -> Value {
         _ => None,
     };
     converted.unwrap_or(Value::String(text))
-}
-
-/// Python's `str()` of a value psycopg returned.
-fn python_str(value: &Value) -> String {
-    match value {
-        Value::Null => "None".to_owned(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// patronictl's `print_output` for `query`: `columns` of `None` is its header-less message
