@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use dcs_core::model::{MemberData, MemberState, Role};
 
 use super::Agent;
-use crate::api::{PostgresStatus, ReplicationConnection, Xlog};
+use crate::api::{PostgresStatus, Xlog};
 use crate::ha::{DataDir, LocalPostgres, LongAction, PgState, WalPosition};
 use crate::postgres::{ControlData, ServerStatus};
 
@@ -177,18 +177,7 @@ impl Agent {
             },
             timeline: status.timeline,
             replication_state: status.in_recovery.then(|| replication_state(status)),
-            replication: status
-                .wal_senders
-                .iter()
-                .map(|sender| ReplicationConnection {
-                    usename: sender.usename.clone(),
-                    application_name: sender.application_name.clone(),
-                    client_addr: sender.client_addr.clone(),
-                    state: sender.state.clone(),
-                    sync_state: sender.sync_state.clone(),
-                    sync_priority: sender.sync_priority,
-                })
-                .collect(),
+            replication: status.wal_senders.clone(),
         });
     }
 

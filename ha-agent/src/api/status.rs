@@ -123,22 +123,9 @@ pub enum Xlog {
     },
 }
 
-/// One row of `pg_stat_replication`, as `/patroni` lists it under `replication`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicationConnection {
-    /// `usename`.
-    pub usename: String,
-    /// `application_name` (the member name for members).
-    pub application_name: String,
-    /// `client_addr`, `None` for a Unix socket.
-    pub client_addr: Option<String>,
-    /// `state` (`streaming`, `catchup`, ...).
-    pub state: String,
-    /// `sync_state` (`async`, `sync`, `potential`, `quorum`).
-    pub sync_state: String,
-    /// `sync_priority`.
-    pub sync_priority: i64,
-}
+/// One row of `pg_stat_replication`, as `/patroni` lists it under `replication`: what
+/// the status query read ([`WalSender`](crate::postgres::WalSender)).
+pub type ReplicationConnection = crate::postgres::WalSender;
 
 impl NodeStatus {
     /// A node that knows only its names: PostgreSQL state unknown, role uninitialized,
